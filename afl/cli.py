@@ -1,0 +1,95 @@
+"""The command line: ``afl train | validate | data download``.
+
+Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
+``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from afl.errors import AflError
+
+
+def _load(args):
+    from afl.config import load_config
+
+    return load_config(args.config, args.set or [])
+
+
+def cmd_train(args) -> int:
+    from afl.train import train
+
+    cfg = _load(args)
+    info = train(cfg, Path(args.out), progress=not args.quiet)
+    acc = info["final_test_acc"]
+    acc_text = f", test accuracy {acc:.4f}" if acc is not None else ""
+    print(f"{info['status']}: {info['updates']} updates in {info['wall_time']:.1f} s "
+          f"({info['updates_per_second']:.1f} updates/s), virtual time {info['virtual_time']:.4g}"
+          f"{acc_text} -> {args.out}")
+    return 0 if info["status"] == "completed" else 1
+
+
+def cmd_validate(args) -> int:
+    from afl.config import config_hash
+
+    cfg = _load(args)
+    print(f"ok: {args.config} is valid (config hash {config_hash(cfg)})")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from afl.data import download, resolve_root
+
+    root = resolve_root(args.root)
+    path = download(args.name, root, mirrors=args.mirror or None, progress=not args.quiet)
+    print(f"{args.name}: verified under {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="afl", description="Asynchronous federated learning in virtual time.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_args(sp):
+        sp.add_argument("config", help="YAML run config")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a key, e.g. --set algorithm.concurrency=8 (repeatable)")
+
+    t = sub.add_parser("train", help="run one simulation and write its metrics")
+    config_args(t)
+    t.add_argument("--out", required=True, help="output folder for the Parquet tables and run.json")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("validate", help="check a config without running it")
+    config_args(v)
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="download and verify a dataset")
+    dl.add_argument("name", choices=("mnist", "cifar10"))
+    dl.add_argument("--root", help="dataset root (default: $AFL_DATA_ROOT, else ./data)")
+    dl.add_argument("--mirror", action="append", help="base URL to try instead of the defaults (repeatable)")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    dl.set_defaults(func=cmd_data_download)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AflError as exc:
+        print(f"afl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("afl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

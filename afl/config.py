@@ -1,0 +1,514 @@
+"""The run configuration: frozen dataclasses, defaults, YAML loading, ``--set`` overrides, validation.
+
+Every key has a default, so ``{data: {name: mnist}, algorithm: {name: fedbuff}}`` is a whole
+config. ``load_config`` turns YAML (plus ``key=value`` overrides) into a resolved ``Config``:
+defaults that depend on other keys (the model for a dataset, the staleness function and
+client selection for an algorithm) are filled in, and every bad key, type, value or
+combination raises ``ConfigError`` with one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from afl import staleness
+from afl.errors import ConfigError
+
+ALGORITHMS = ("sfl", "afl", "fedasync", "fedbuff", "asyncsgd")
+DATASETS = ("mnist", "cifar10", "synthetic")
+MODELS = ("cnn", "resnet20", "mlp", "logreg")
+PARTITIONS = ("iid", "dirichlet", "shards", "natural")
+OPTIMIZERS = ("sgd", "adam")
+LR_RULES = ("constant", "delay_aware")
+SCHEDULES = ("constant", "cosine", "step")
+SELECTIONS = ("without_replacement", "with_replacement", "routing")
+STEP_RULES = ("constant", "delay_adaptive")
+WEIGHTINGS = ("data_size", "uniform")
+DISTRIBUTIONS = ("exponential", "uniform", "constant", "lognormal")
+RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace")
+WORK_UNITS = ("task", "step")
+WORKLOADS = ("train", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
+DEFAULT_STALENESS = {"sfl": "constant", "afl": "polynomial", "fedasync": "polynomial",
+                     "fedbuff": "fedbuff", "asyncsgd": "constant"}
+DEFAULT_ROUNDS = 20
+DEFAULT_FEDBUFF_BUFFER = 10
+
+
+def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None):
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _key("dataset", "mnist", DATASETS)
+    root: str | None = _key("dataset root; else $AFL_DATA_ROOT, else ./data")
+    num_clients: int = _key("number of clients n", 10)
+    partition: str | None = _key("how the training set is split among clients "
+                                 "(default: dirichlet; natural for synthetic)", None, PARTITIONS)
+    alpha: float = _key("Dirichlet concentration of the label skew (smaller = more skewed)", 0.5)
+    shards_per_client: int = _key("shards per client for partition: shards", 2)
+    min_size: int = _key("smallest shard a client may get", 10)
+    train_subset: int | None = _key("use this many random training samples (fast runs)")
+    test_subset: int | None = _key("evaluate on this many random test samples")
+    synthetic_alpha: float = _key("Synthetic(alpha, beta): model heterogeneity", 1.0)
+    synthetic_beta: float = _key("Synthetic(alpha, beta): data heterogeneity", 1.0)
+    verify: bool = _key("check dataset files against the publisher's checksums", True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str | None = _key("model (default: cnn for mnist, resnet20 for cifar10, "
+                            "logreg for synthetic)", None, MODELS)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    optimizer: str = _key("local optimizer", "sgd", OPTIMIZERS)
+    lr: float = _key("local learning rate (gamma_0 of the delay-aware rule)", 0.05)
+    momentum: float = _key("SGD momentum", 0.0)
+    weight_decay: float = _key("L2 weight decay", 0.0)
+    epochs: int | None = _key("local epochs per task (default 1 unless client.steps is set)")
+    steps: int | None = _key("local SGD steps per task instead of epochs")
+    batch_size: int = _key("local batch size B", 64)
+    lr_rule: str | None = _key("local lr rule (default: delay_aware for afl, else constant)",
+                               None, LR_RULES)
+    lr_alpha: float = _key("alpha of the delay-aware rule gamma_0/(sqrt(e+1)(1+alpha d))", 0.01)
+    schedule: str = _key("lr schedule over server versions", "constant", SCHEDULES)
+    schedule_gamma: float = _key("factor of the step schedule", 0.1)
+    schedule_every: int | None = _key("server versions between steps of the step schedule")
+    patience: int | None = _key("early stopping: local epochs without improvement (off if unset)")
+
+
+@dataclass(frozen=True)
+class StalenessConfig:
+    name: str | None = _key("s(tau) (default: polynomial for afl/fedasync, fedbuff for fedbuff, "
+                            "constant otherwise)", None, tuple(staleness.FUNCTIONS))
+    a: float | None = _key("exponent a (polynomial) or slope a (hinge)")
+    b: float | None = _key("threshold b (hinge)")
+    beta: float | None = _key("rate beta (inverse_linear, exponential)")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: str = _key("server rule", "afl", ALGORITHMS)
+    concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
+    staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
+                                      factory=StalenessConfig)
+    buffer_size: int | None = _key(f"fedbuff buffer K (default min(m, {DEFAULT_FEDBUFF_BUFFER}))")
+    mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
+    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta)", 1.0)
+    step_rule: str = _key("asyncsgd step size rule", "constant", STEP_RULES)
+    tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
+    drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
+                            False)
+    selection: str | None = _key("client selection (default: routing for asyncsgd, "
+                                 "else without_replacement)", None, SELECTIONS)
+    routing: tuple[float, ...] | str | None = _key(
+        "routing probabilities p: a list of n numbers, 'uniform', or a JSON file")
+    weighting: str = _key("aggregation weights n_k (data_size) or 1 (uniform)", "data_size",
+                          WEIGHTINGS)
+
+
+@dataclass(frozen=True)
+class RateGroup:
+    fraction: float = _key("share of the clients in this group", 1.0)
+    rate: float = _key("their rate mu", 1.0)
+
+
+@dataclass(frozen=True)
+class RatesConfig:
+    kind: str = _key("how client rates mu_i are set", "constant", RATE_KINDS)
+    value: float = _key("the rate of every client (kind: constant)", 1.0)
+    groups: tuple[RateGroup, ...] = _key("groups of clients [{fraction, rate}, ...] "
+                                         "(kind: groups)", ())
+    sigma: float = _key("log-std of lognormal rates with mean 1 (kind: lognormal)", 1.0)
+    low: float = _key("smallest rate (kind: uniform)", 0.5)
+    high: float = _key("largest rate (kind: uniform)", 1.5)
+    path: str | None = _key("CSV with columns client,rate (kind: trace)")
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    distribution: str = _key("compute time draw for a client of rate 1", "exponential",
+                             DISTRIBUTIONS)
+    low: float = _key("uniform draw: lower bound", 0.0)
+    high: float = _key("uniform draw: upper bound", 2.0)
+    sigma: float = _key("lognormal draw: log-std (mean 1)", 1.0)
+    per: str = _key("the draw is the time of a whole task or of one local step", "task",
+                    WORK_UNITS)
+    download: float = _key("fixed download time of a task", 0.0)
+    upload: float = _key("fixed upload time of a task", 0.0)
+    rates: RatesConfig = _key("client rates mu_i: compute time = draw / mu_i",
+                              factory=RatesConfig)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    updates: int | None = _key("stop after this many server updates")
+    rounds: int | None = _key(f"stop after this many rounds of m results (default "
+                              f"{DEFAULT_ROUNDS} when no budget is set)")
+    time: float | None = _key("stop at this virtual time")
+    eval_every: int = _key("evaluate the global model every this many server updates", 10)
+    eval_batch: int = _key("evaluation batch size", 2048)
+    workload: str = _key("train, or none: skip training (timing/staleness studies)", "train",
+                         WORKLOADS)
+    device: str = _key("training device", "auto", DEVICES)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _key("master seed; every random stream is keyed from it", 0)
+    data: DataConfig = _key("dataset and partition", factory=DataConfig)
+    model: ModelConfig = _key("model", factory=ModelConfig)
+    client: ClientConfig = _key("local training", factory=ClientConfig)
+    algorithm: AlgorithmConfig = _key("server rule", factory=AlgorithmConfig)
+    timing: TimingConfig = _key("task durations", factory=TimingConfig)
+    run: RunConfig = _key("budget and evaluation", factory=RunConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _fail(key: str, problem: str, fix: str) -> typing.NoReturn:
+    raise ConfigError(f"{key}: {problem}; fix: {fix}")
+
+
+def _type_name(tp) -> str:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
+
+
+def _coerce(key: str, value, tp):
+    """Check ``value`` against the annotation ``tp`` and convert it (lists to tuples, ints to floats)."""
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        _fail(key, f"expected {_type_name(tp)}, got {value!r}", f"set {key} to {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(key, f"expected {_type_name(tp)}, got {value!r}", f"write {key} as a YAML list")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML reads 1e-3 (no dot) as a string
+    if tp is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    _fail(key, f"expected {_type_name(tp)}, got {value!r}", f"set {key} to {_type_name(tp)}")
+
+
+def _build(cls, raw, prefix: str):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a did-you-mean."""
+    if raw is None:
+        raw = {}
+    if cls is StalenessConfig and isinstance(raw, str):
+        raw = {"name": raw}
+    where = prefix or "config"
+    if not isinstance(raw, dict):
+        _fail(where, f"expected a mapping, got {raw!r}", f"write {where} as 'key: value' lines")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else \
+                f"valid keys here: {', '.join(names)}"
+            _fail(key, "unknown key", hint)
+        values[k] = _coerce(key, v, hints[k])
+        choices = next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == k)
+        if choices and values[k] is not None and values[k] not in choices:
+            close = difflib.get_close_matches(str(values[k]), choices, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(choices)}"
+            _fail(key, f"{values[k]!r} is not one of {', '.join(choices)}", hint)
+    return cls(**values)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    raw = json.loads(json.dumps(raw or {}))
+    for item in overrides:
+        if "=" not in item:
+            _fail(item, "an override must look like dotted.key=value", f"write --set {item}=VALUE")
+        path, text = item.split("=", 1)
+        node = raw
+        parts = path.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part, {}), dict):
+                _fail(".".join(parts[: i + 1]), "is not a section", f"override {path} differently")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(text)
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        _fail(str(path), "no such config file", "check the path")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        _fail(str(path), f"not valid YAML{line}", "fix the syntax (indentation, colons, quotes)")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        _fail(str(path), "the top level must be a mapping of sections", "see configs/ for examples")
+    return raw
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] = ()) -> Config:
+    """Load, override, resolve defaults and validate a config (a YAML path or a mapping)."""
+    raw = source if isinstance(source, dict) or source is None else read_yaml(source)
+    raw = apply_overrides(raw, list(overrides))
+    return validate(resolve(_build(Config, raw, "")))
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the defaults that depend on other keys, so the saved config is explicit."""
+    r = dataclasses.replace
+    alg = cfg.algorithm
+    data = r(cfg.data, partition=cfg.data.partition
+             or ("natural" if cfg.data.name == "synthetic" else "dirichlet"))
+    model = r(cfg.model, name=cfg.model.name or DEFAULT_MODEL[data.name])
+    client = cfg.client
+    if client.epochs is None and client.steps is None and alg.name != "asyncsgd":
+        client = r(client, epochs=1)
+    client = r(client, lr_rule=client.lr_rule or ("delay_aware" if alg.name == "afl" else "constant"))
+    name = alg.staleness.name or DEFAULT_STALENESS[alg.name]
+    defaults = staleness.PARAMS[name]
+    given = {k: getattr(alg.staleness, k) for k in ("a", "b", "beta")}
+    for k, v in given.items():
+        if v is not None and k not in defaults:
+            allowed = ", ".join(defaults) or "no parameters"
+            _fail(f"algorithm.staleness.{k}", f"'{name}' takes {allowed}",
+                  f"remove algorithm.staleness.{k}")
+    stal = StalenessConfig(name=name, **{k: (given[k] if given[k] is not None else defaults.get(k))
+                                         for k in given})
+    selection = alg.selection or ("routing" if alg.name == "asyncsgd" else "without_replacement")
+    buffer_size = alg.buffer_size
+    if buffer_size is None and alg.name == "fedbuff":
+        buffer_size = min(alg.concurrency, DEFAULT_FEDBUFF_BUFFER)
+    routing = alg.routing
+    if routing is None and selection == "routing":
+        routing = "uniform"
+    alg = r(alg, staleness=stal, selection=selection, buffer_size=buffer_size, routing=routing,
+            tau_c=alg.tau_c if alg.tau_c is not None else alg.concurrency)
+    run = cfg.run
+    if run.updates is None and run.rounds is None and run.time is None:
+        run = r(run, rounds=DEFAULT_ROUNDS)
+    return r(cfg, data=data, model=model, client=client, algorithm=alg, run=run)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _positive(key: str, value, example) -> None:
+    if value is not None and not value > 0:
+        _fail(key, f"must be > 0, got {value}", f"set {key} to a positive value such as {example}")
+
+
+def _at_least(key: str, value, low, example) -> None:
+    if value is not None and value < low:
+        _fail(key, f"must be >= {low}, got {value}", f"set {key} to {example} or more")
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and combinations; raise ConfigError naming the key and the fix."""
+    d, c, a, t, run = cfg.data, cfg.client, cfg.algorithm, cfg.timing, cfg.run
+    _at_least("seed", cfg.seed, 0, 0)
+    _at_least("data.num_clients", d.num_clients, 1, 10)
+    _positive("data.alpha", d.alpha, 0.5)
+    _at_least("data.shards_per_client", d.shards_per_client, 1, 2)
+    _at_least("data.min_size", d.min_size, 1, 10)
+    _at_least("data.train_subset", d.train_subset, d.num_clients, d.num_clients * 100)
+    _at_least("data.test_subset", d.test_subset, 1, 1000)
+    _positive("data.synthetic_alpha", d.synthetic_alpha, 1.0)
+    _positive("data.synthetic_beta", d.synthetic_beta, 1.0)
+    if d.partition == "natural" and d.name != "synthetic":
+        _fail("data.partition", f"'natural' needs a federated dataset, {d.name} has none",
+              "use iid, dirichlet or shards")
+    if d.name == "synthetic" and cfg.model.name in ("cnn", "resnet20"):
+        _fail("model.name", f"{cfg.model.name} needs images, synthetic data are vectors",
+              "use logreg or mlp")
+
+    _positive("client.lr", c.lr, 0.05)
+    _at_least("client.momentum", c.momentum, 0.0, 0.0)
+    if c.momentum >= 1:
+        _fail("client.momentum", f"must be < 1, got {c.momentum}", "use a value in [0, 1) such as 0.9")
+    _at_least("client.weight_decay", c.weight_decay, 0.0, 0.0)
+    _at_least("client.epochs", c.epochs, 1, 1)
+    _at_least("client.steps", c.steps, 1, 10)
+    _at_least("client.batch_size", c.batch_size, 1, 64)
+    _at_least("client.lr_alpha", c.lr_alpha, 0.0, 0.01)
+    _positive("client.schedule_gamma", c.schedule_gamma, 0.1)
+    _at_least("client.schedule_every", c.schedule_every, 1, 100)
+    _at_least("client.patience", c.patience, 1, 10)
+    if c.epochs is not None and c.steps is not None:
+        _fail("client.steps", "client.epochs and client.steps are both set", "keep only one of them")
+    if a.name == "asyncsgd" and (c.epochs is not None or c.steps is not None):
+        key = "client.epochs" if c.epochs is not None else "client.steps"
+        _fail(key, "asyncsgd clients return one stochastic gradient, not local epochs or steps",
+              f"remove {key}")
+    if c.patience is not None and c.epochs is None:
+        _fail("client.patience", "early stopping counts local epochs", "set client.epochs or remove client.patience")
+    if c.schedule == "step" and c.schedule_every is None:
+        _fail("client.schedule_every", "the step schedule needs its period", "set client.schedule_every, e.g. 100")
+
+    n, m = d.num_clients, a.concurrency
+    _at_least("algorithm.concurrency", m, 1, 5)
+    if a.selection == "without_replacement" and m > n:
+        _fail("algorithm.concurrency", f"{m} tasks in flight but only {n} clients and selection "
+              "without replacement", f"lower it to at most {n} or set algorithm.selection: with_replacement")
+    if a.name == "fedbuff":
+        _at_least("algorithm.buffer_size", a.buffer_size, 1, 10)
+        if a.buffer_size > m:
+            _fail("algorithm.buffer_size", f"buffer {a.buffer_size} can never fill with {m} tasks in flight",
+                  f"lower it to at most {m} or raise algorithm.concurrency")
+    elif a.buffer_size is not None:
+        _fail("algorithm.buffer_size", f"only fedbuff has a buffer, not {a.name}", "remove algorithm.buffer_size")
+    _positive("algorithm.mixing", a.mixing, 0.5)
+    if a.mixing >= 1:
+        _fail("algorithm.mixing", f"must be < 1, got {a.mixing}", "use a value in (0, 1) such as 0.5")
+    _positive("algorithm.server_lr", a.server_lr, 1.0)
+    _at_least("algorithm.tau_c", a.tau_c, 0, m)
+    if a.step_rule != "constant" and a.name != "asyncsgd":
+        _fail("algorithm.step_rule", f"the delay-adaptive step applies to asyncsgd, not {a.name}",
+              "remove algorithm.step_rule or use algorithm.name: asyncsgd")
+    try:
+        staleness.make(a.staleness.name, **{k: v for k, v in dataclasses.asdict(a.staleness).items()
+                                            if k != "name" and v is not None})
+    except ValueError as exc:
+        _fail("algorithm.staleness", str(exc).rstrip("."), "see the staleness table in the README")
+    if a.selection == "routing":
+        _check_routing(a.routing, n)
+    elif a.routing is not None:
+        _fail("algorithm.routing", f"routing probabilities need algorithm.selection: routing, not {a.selection}",
+              "set algorithm.selection: routing or remove algorithm.routing")
+
+    _at_least("timing.low", t.low, 0.0, 0.0)
+    if t.high <= t.low:
+        _fail("timing.high", f"must exceed timing.low ({t.low}), got {t.high}", "raise timing.high")
+    _positive("timing.sigma", t.sigma, 1.0)
+    _at_least("timing.download", t.download, 0.0, 0.0)
+    _at_least("timing.upload", t.upload, 0.0, 0.0)
+    _check_rates(t.rates)
+
+    _at_least("run.updates", run.updates, 1, 100)
+    _at_least("run.rounds", run.rounds, 1, 20)
+    _positive("run.time", run.time, 100.0)
+    _at_least("run.eval_every", run.eval_every, 1, 10)
+    _at_least("run.eval_batch", run.eval_batch, 1, 2048)
+    return cfg
+
+
+def _check_rates(r: RatesConfig) -> None:
+    _positive("timing.rates.value", r.value, 1.0)
+    _positive("timing.rates.sigma", r.sigma, 1.0)
+    _positive("timing.rates.low", r.low, 0.5)
+    if r.high < r.low:
+        _fail("timing.rates.high", f"must be >= timing.rates.low ({r.low}), got {r.high}", "raise it")
+    if r.kind == "groups":
+        if not r.groups:
+            _fail("timing.rates.groups", "kind: groups needs at least one group",
+                  "add groups: [{fraction: 0.5, rate: 1.0}, {fraction: 0.5, rate: 0.2}]")
+        for i, g in enumerate(r.groups):
+            _positive(f"timing.rates.groups[{i}].fraction", g.fraction, 0.5)
+            _positive(f"timing.rates.groups[{i}].rate", g.rate, 1.0)
+        total = sum(g.fraction for g in r.groups)
+        if abs(total - 1) > 1e-6:
+            _fail("timing.rates.groups", f"fractions sum to {total:g}, not 1", "make the fractions add up to 1")
+    if r.kind == "trace" and not r.path:
+        _fail("timing.rates.path", "kind: trace needs a CSV file", "set timing.rates.path to a CSV with columns client,rate")
+
+
+def _check_routing(routing, n: int) -> None:
+    if routing == "uniform" or routing is None:
+        return
+    if isinstance(routing, str):
+        path = Path(routing)
+        if not path.is_file():
+            _fail("algorithm.routing", f"no routing file {routing}",
+                  "give 'uniform', a list of n probabilities, or the JSON file from `afl queue optimize`")
+        return
+    if len(routing) != n:
+        _fail("algorithm.routing", f"has {len(routing)} entries for {n} clients", f"give exactly {n} probabilities")
+    if min(routing) < 0:
+        _fail("algorithm.routing", "has a negative probability", "use probabilities >= 0")
+    if abs(sum(routing) - 1) > 1e-6:
+        _fail("algorithm.routing", f"sums to {sum(routing):g}, not 1", "normalise the probabilities")
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain data (tuples become lists), for YAML/JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Config) -> str:
+    """A short stable hash of the resolved config: same config, same hash."""
+    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every key, in declaration order: the README's config reference."""
+    rows = []
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            help_ = f.metadata["help"]
+            if f.metadata["choices"]:
+                help_ += f" ({' | '.join(f.metadata['choices'])})"
+            rows.append((key, "unset" if default is None else json.dumps(default), help_))
+
+    walk(Config, "")
+    return rows

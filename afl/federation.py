@@ -1,0 +1,90 @@
+"""The federation: dataset tensors on the training device, per-client shards, rates, routing."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from afl import data, timing
+from afl.config import Config
+from afl.errors import ConfigError
+from afl.rng import Stream, numpy_stream
+
+
+@dataclass(frozen=True)
+class Federation:
+    train_x: torch.Tensor | None  # None for workload: none
+    train_y: torch.Tensor | None
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
+    shards: tuple[torch.Tensor, ...]  # per-client index tensors into train_x, on the device
+    sizes: np.ndarray  # n_i
+    rates: np.ndarray  # mu_i
+    routing: np.ndarray  # p_i
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def device_of(cfg: Config) -> torch.device:
+    if cfg.run.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device: cuda is not available on this machine; fix: set run.device: auto or cpu")
+    return torch.device(cfg.run.device)
+
+
+def routing_vector(routing, n: int) -> np.ndarray:
+    """p from 'uniform', a list, or a JSON file (a list, or an object with key "p")."""
+    if routing is None or routing == "uniform":
+        return np.full(n, 1.0 / n)
+    if isinstance(routing, str):
+        try:
+            raw = json.loads(Path(routing).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"algorithm.routing: cannot read {routing} ({exc}); "
+                              "fix: give the JSON file written by `afl queue optimize`") from None
+        routing = raw["p"] if isinstance(raw, dict) and "p" in raw else raw
+        if not isinstance(routing, list) or len(routing) != n or min(routing) < 0 \
+                or abs(sum(routing) - 1) > 1e-6:
+            raise ConfigError(f"algorithm.routing: {routing if isinstance(routing, str) else 'the file'} "
+                              f"does not hold {n} probabilities summing to 1; fix: regenerate it for {n} clients")
+    return np.asarray(routing, dtype=float)
+
+
+def _subset(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray | None:
+    return None if k is None or k >= n else np.sort(rng.choice(n, size=k, replace=False))
+
+
+def build(cfg: Config, device: torch.device) -> Federation:
+    """Load and split the data, and draw the clients' rates, all from keyed streams."""
+    d, n = cfg.data, cfg.data.num_clients
+    rates = timing.client_rates(cfg.timing.rates, n, numpy_stream(cfg.seed, Stream.RATES))
+    routing = routing_vector(cfg.algorithm.routing, n)
+    if cfg.run.workload == "none":
+        return Federation(None, None, None, None, tuple(torch.zeros(1, dtype=torch.long) for _ in range(n)),
+                          np.ones(n, dtype=np.int64), rates, routing, 0, ())
+    ds = data.load(d.name, d.root, num_clients=n, seed=cfg.seed, synthetic_alpha=d.synthetic_alpha,
+                   synthetic_beta=d.synthetic_beta, verify=d.verify)
+    train_x, train_y, natural = ds.train_x, ds.train_y, ds.client_indices
+    keep = _subset(len(train_y), d.train_subset, numpy_stream(cfg.seed, Stream.SUBSET, 0))
+    if keep is not None:
+        if natural is not None:
+            raise ConfigError("data.train_subset: the natural partition of synthetic data cannot be "
+                              "subsampled; fix: remove data.train_subset")
+        train_x, train_y = train_x[keep], train_y[keep]
+    test_x, test_y = ds.test_x, ds.test_y
+    keep = _subset(len(test_y), d.test_subset, numpy_stream(cfg.seed, Stream.SUBSET, 1))
+    if keep is not None:
+        test_x, test_y = test_x[keep], test_y[keep]
+    try:
+        parts = data.partition(d.partition, train_y.numpy(), n, numpy_stream(cfg.seed, Stream.PARTITION),
+                               alpha=d.alpha, shards_per_client=d.shards_per_client,
+                               min_size=d.min_size, natural=natural)
+    except ValueError as exc:
+        raise ConfigError(f"data.partition: {exc}; fix: lower data.min_size or data.num_clients, "
+                          "or raise data.alpha") from None
+    return Federation(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
+                      tuple(torch.as_tensor(p, dtype=torch.long, device=device) for p in parts),
+                      np.array([len(p) for p in parts]), rates, routing, ds.num_classes, ds.input_shape)

@@ -1,0 +1,90 @@
+"""What a run records (SPEC section 4), written atomically.
+
+``updates.parquet``: one row per result applied in a server update. ``evals.parquet``:
+one row per evaluation of the global model. ``clients.parquet``: one row per client.
+``run.json``: the resolved config, its hash, seed, versions, commit, wall time, status.
+Every file is written to a temporary name, fsynced and renamed into place, so a reader
+never sees a partial file.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _replace_atomically(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = _tmp(path)
+    frame.to_parquet(tmp, index=False)
+    _replace_atomically(tmp, path)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    _replace_atomically(tmp, path)
+
+
+UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
+                  "dispatch_time", "start_time", "duration")
+EVAL_COLUMNS = ("version", "time", "wall_time", "test_loss", "test_acc", "server_loss")
+
+
+class Recorder:
+    """Metric rows, kept as columns in memory until written."""
+
+    def __init__(self):
+        self.updates = {c: [] for c in UPDATE_COLUMNS}
+        self.evals = {c: [] for c in EVAL_COLUMNS}
+
+    def update(self, version, time, tasks, arrivals, taus, weights) -> None:
+        u = self.updates
+        for t, a, tau, w in zip(tasks, arrivals, taus, weights):
+            u["version"].append(version)
+            u["time"].append(time)
+            u["client"].append(t.client)
+            u["base_version"].append(t.base_version)
+            u["staleness"].append(tau)
+            u["weight"].append(float(w))
+            u["train_loss"].append(a.train_loss)
+            u["dispatch_time"].append(t.dispatch_time)
+            u["start_time"].append(t.start_time)
+            u["duration"].append(t.duration)
+
+    def eval(self, version, time, wall_time, test_loss, test_acc, server_loss) -> None:
+        for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss)):
+            self.evals[c].append(v)
+
+    def updates_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.updates, columns=list(UPDATE_COLUMNS)).astype(
+            {"version": "int64", "client": "int64", "base_version": "int64", "staleness": "int64"})
+
+    def evals_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.evals, columns=list(EVAL_COLUMNS)).astype({"version": "int64"})
+
+
+def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray) -> pd.DataFrame:
+    """Per client: tasks applied, mean staleness of its applied results, busy time, and its setting."""
+    tasks = stats.tasks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_staleness = np.where(tasks > 0, stats.staleness_sum / np.maximum(tasks, 1), np.nan)
+    return pd.DataFrame({"client": np.arange(len(tasks)), "tasks": tasks, "mean_staleness": mean_staleness,
+                         "busy_time": stats.busy_time, "rate": rates, "num_samples": sizes,
+                         "routing_p": routing})

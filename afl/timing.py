@@ -1,0 +1,81 @@
+"""Task durations (SPEC section 2): duration = download + compute + upload.
+
+Client ``i`` has a rate ``mu_i``. A task's compute time is ``S / mu_i`` where ``S`` is drawn
+from the configured distribution for a client of rate 1: ``exponential`` (Exp(1), so the
+compute time is Exp(mu_i), the queueing-theory model), ``uniform(low, high)`` (the first
+seed's ``uniform(0, 2)``), ``constant`` (1) or ``lognormal`` (mean 1, log-std ``sigma``).
+With ``per: step`` the draw is the time of one local step and is multiplied by the task's
+number of local steps, so compute time scales with the work done.
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from afl.config import RatesConfig, TimingConfig
+from afl.errors import ConfigError
+
+
+def client_rates(cfg: RatesConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The rate ``mu_i`` of each of ``n`` clients."""
+    if cfg.kind == "constant":
+        return np.full(n, cfg.value)
+    if cfg.kind == "groups":
+        return np.repeat([g.rate for g in cfg.groups], group_sizes([g.fraction for g in cfg.groups], n))
+    if cfg.kind == "lognormal":
+        return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma, size=n)
+    if cfg.kind == "uniform":
+        return rng.uniform(cfg.low, cfg.high, size=n)
+    return read_rate_trace(Path(cfg.path), n)
+
+
+def group_sizes(fractions: list[float], n: int) -> np.ndarray:
+    """Split ``n`` clients into groups by ``fractions``; rounding leftovers go to the largest remainders."""
+    exact = np.asarray(fractions) * n / np.sum(fractions)
+    sizes = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[: n - sizes.sum()]] += 1
+    return sizes
+
+
+def read_rate_trace(path: Path, n: int) -> np.ndarray:
+    """Per-client rates from a CSV with columns ``client,rate`` (one row per client 0..n-1)."""
+    key = "timing.rates.path"
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}); fix: give a readable CSV file") from None
+    if not rows or not {"client", "rate"} <= set(rows[0]):
+        raise ConfigError(f"{key}: {path} needs a header with columns client,rate; fix: add the header line 'client,rate'")
+    rates = np.full(n, np.nan)
+    for line, row in enumerate(rows, start=2):
+        try:
+            client, rate = int(row["client"]), float(row["rate"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {path} line {line} is not 'client,rate' numbers; fix: correct that line") from None
+        if not 0 <= client < n or not rate > 0:
+            raise ConfigError(f"{key}: {path} line {line}: client must be in 0..{n - 1} and rate > 0; fix: correct that line")
+        rates[client] = rate
+    missing = np.flatnonzero(np.isnan(rates))
+    if missing.size:
+        raise ConfigError(f"{key}: {path} has no rate for client {missing[0]} ({missing.size} missing); fix: give one row per client")
+    return rates
+
+
+def draw_service(cfg: TimingConfig, rng: np.random.Generator) -> float:
+    """One draw ``S`` of the compute time of a client of rate 1."""
+    if cfg.distribution == "exponential":
+        return rng.exponential(1.0)
+    if cfg.distribution == "uniform":
+        return rng.uniform(cfg.low, cfg.high)
+    if cfg.distribution == "lognormal":
+        return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma)
+    return 1.0
+
+
+def task_duration(cfg: TimingConfig, rate: float, steps: int, rng: np.random.Generator) -> float:
+    """Duration of one task of ``steps`` local steps at a client of rate ``rate``."""
+    work = steps if cfg.per == "step" else 1
+    return cfg.download + work * draw_service(cfg, rng) / rate + cfg.upload

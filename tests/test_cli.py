@@ -1,0 +1,72 @@
+"""The command line as a user runs it: exit codes, one-line errors, the four outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def afl(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "afl.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_validate_accepts_every_shipped_config():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        result = afl("validate", str(path))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("ok:")
+
+
+def test_bad_config_is_one_line_exit_2_and_nothing_written(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data: {name: mnist}\nalgorithm: {name: fedbuff, concurency: 4}\n")
+    out = tmp_path / "out"
+    result = afl("train", str(cfg), "--out", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["afl: error: algorithm.concurency: unknown key; fix: did you mean "
+                     "'algorithm.concurrency'?"]
+    assert not out.exists()
+
+
+def test_bad_override_and_bad_yaml(tmp_path):
+    result = afl("validate", str(REPO / "configs/mnist-small.yaml"), "--set", "client.lr=-1")
+    assert result.returncode == 2 and "client.lr: must be > 0" in result.stderr
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("data: [unclosed\n")
+    result = afl("validate", str(cfg))
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_dataset_names_the_folder_and_the_fix(tmp_path):
+    result = afl("train", str(REPO / "configs/mnist-small.yaml"), "--out", str(tmp_path / "o"),
+                 "--set", f"data.root={tmp_path / 'nowhere'}")
+    assert result.returncode == 2
+    assert "afl data download" in result.stderr and str(tmp_path / "nowhere") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_writes_the_four_outputs_with_a_progress_bar(tmp_path, shared_data_root):
+    out = tmp_path / "run"
+    result = afl("train", str(REPO / "configs/mnist-small.yaml"), "--out", str(out),
+                 "--set", f"data.root={shared_data_root}", "--set", "run.rounds=4", "--set", "run.eval_every=2")
+    assert result.returncode == 0, result.stderr
+    assert "upd" in result.stderr and "acc=" in result.stderr  # the tqdm bar
+    assert "completed: 4 updates" in result.stdout
+    updates = pd.read_parquet(out / "updates.parquet")
+    assert {"version", "time", "client", "base_version", "staleness", "weight", "train_loss"} <= set(updates)
+    evals = pd.read_parquet(out / "evals.parquet")
+    assert list(evals.columns[:6]) == ["version", "time", "wall_time", "test_loss", "test_acc", "server_loss"]
+    assert evals.version.tolist() == [0, 2, 4]
+    clients = pd.read_parquet(out / "clients.parquet")
+    assert {"client", "tasks", "mean_staleness", "busy_time"} <= set(clients) and len(clients) == 10
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "completed" and info["config"]["algorithm"]["name"] == "afl"
+    assert {"config_hash", "seed", "versions", "commit", "wall_time"} <= set(info)
+    assert not list(out.glob(".*tmp*"))  # no temporary files left behind
