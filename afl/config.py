@@ -382,6 +382,8 @@ def validate(cfg: Config) -> Config:
     _at_least("client.batch_size", c.batch_size, 1, 64)
     _at_least("client.lr_alpha", c.lr_alpha, 0.0, 0.01)
     _positive("client.schedule_gamma", c.schedule_gamma, 0.1)
+    if c.schedule_gamma > 1:
+        _fail("client.schedule_gamma", f"must be <= 1, got {c.schedule_gamma}", "use a decay factor such as 0.1")
     _at_least("client.schedule_every", c.schedule_every, 1, 100)
     _at_least("client.patience", c.patience, 1, 10)
     if c.epochs is not None and c.steps is not None:
@@ -392,6 +394,8 @@ def validate(cfg: Config) -> Config:
               f"remove {key}")
     if c.patience is not None and c.epochs is None:
         _fail("client.patience", "early stopping counts local epochs", "set client.epochs or remove client.patience")
+    if c.schedule == "cosine" and run.updates is None and run.rounds is None:
+        _fail("client.schedule", "the cosine schedule needs a budget in updates or rounds", "set run.updates or run.rounds")
     if c.schedule == "step" and c.schedule_every is None:
         _fail("client.schedule_every", "the step schedule needs its period", "set client.schedule_every, e.g. 100")
 

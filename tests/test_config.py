@@ -72,6 +72,9 @@ def test_hash_is_stable_and_sensitive():
     ({"data": {"partition": "natural"}}, "data.partition", "federated dataset"),
     ({"client": {"schedule": "step"}}, "client.schedule_every", "period"),
     ({"client": {"momentum": 1.0}}, "client.momentum", "must be < 1"),
+    ({"client": {"schedule": "step", "schedule_every": 5, "schedule_gamma": 2}}, "client.schedule_gamma",
+     "must be <= 1"),
+    ({"client": {"schedule": "cosine"}, "run": {"time": 100}}, "client.schedule", "needs a budget"),
 ])
 def test_bad_configs_name_the_key_and_the_fix_in_one_line(raw, key, words):
     with pytest.raises(ConfigError) as exc:
