@@ -1,0 +1,111 @@
+"""In-memory datasets and the ``load`` entry point.
+
+Images are stored as float32 tensors ``(N, C, H, W)`` normalised per pixel as
+``(x / 255 - 0.5) / 0.5``, i.e. into ``[-1, 1]``; labels as int64 ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist", "cifar10", "synthetic")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split held in memory (compared by identity: fields are tensors).
+
+    ``client_indices`` is the natural per-client partition of the training set (one
+    sorted int64 index array per client) for datasets that have one, else ``None``.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    client_indices: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input, e.g. ``(1, 28, 28)``."""
+        return tuple(self.train_x.shape[1:])
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """The dataset root: ``root`` if given, else ``$AFL_DATA_ROOT``, else ``./data``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("AFL_DATA_ROOT") or "data")
+
+
+def md5_file(path: Path) -> str:
+    """The hex MD5 digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` -> float32 tensor ``(x / 255 - 0.5) / 0.5``."""
+    x = images.astype(np.float32)
+    x /= 255.0
+    x -= 0.5
+    x /= 0.5
+    return torch.from_numpy(x)
+
+
+def labels_to_tensor(labels: np.ndarray) -> torch.Tensor:
+    """Integer labels -> int64 tensor ``(N,)``."""
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def load(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    num_clients: int = 10,
+    seed: int = 0,
+    synthetic_alpha: float = 1.0,
+    synthetic_beta: float = 1.0,
+    verify: bool = True,
+) -> Dataset:
+    """Load ``name`` (one of ``DATASETS``) from ``root`` (see ``resolve_root``).
+
+    ``num_clients``, ``seed`` and ``synthetic_alpha``/``synthetic_beta`` only apply to
+    the synthetic dataset, which is generated rather than read; ``verify`` checks the
+    publisher's MD5s of the files read.
+    """
+    # The readers import Dataset and md5_file from this module, hence the late import.
+    from afl.data import cifar10, mnist, synthetic
+
+    if name == "synthetic":
+        return synthetic.generate(num_clients, synthetic_alpha, synthetic_beta, seed)
+    if name == "mnist":
+        train_x, train_y, test_x, test_y = mnist.read_mnist(
+            resolve_root(root) / mnist.FOLDER, verify=verify
+        )
+        train_x, test_x = train_x[:, None], test_x[:, None]
+        num_classes = mnist.NUM_CLASSES
+    elif name == "cifar10":
+        train_x, train_y, test_x, test_y = cifar10.read_cifar10(resolve_root(root), verify=verify)
+        num_classes = cifar10.NUM_CLASSES
+    else:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return Dataset(
+        name=name,
+        train_x=images_to_tensor(train_x),
+        train_y=labels_to_tensor(train_y),
+        test_x=images_to_tensor(test_x),
+        test_y=labels_to_tensor(test_y),
+        num_classes=num_classes,
+    )
