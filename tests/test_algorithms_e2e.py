@@ -15,15 +15,19 @@ BASE = {
                                                        {"fraction": 0.5, "rate": 0.2}]}},
 }
 RULES = {
-    "sfl": {"algorithm": {"name": "sfl", "concurrency": 5}, "client": {"epochs": 1}, "run": {"rounds": 15}},
-    "afl": {"algorithm": {"name": "afl", "concurrency": 5}, "client": {"epochs": 1, "lr_rule": "constant"},
-            "run": {"rounds": 15}},
+    "sfl": {"algorithm": {"name": "sfl", "concurrency": 5}, "client": {"epochs": 1},
+            "run": {"rounds": 30, "eval_every": 10}},
+    "afl": {"algorithm": {"name": "afl", "concurrency": 5}, "client": {"epochs": 1},
+            "run": {"rounds": 30, "eval_every": 10}},
     "fedasync": {"algorithm": {"name": "fedasync", "concurrency": 5, "mixing": 0.6}, "client": {"epochs": 1},
-                 "run": {"rounds": 15}},
+                 "run": {"rounds": 30, "eval_every": 10}},
     "fedbuff": {"algorithm": {"name": "fedbuff", "concurrency": 5, "buffer_size": 3}, "client": {"epochs": 1},
-                "run": {"rounds": 15}},
-    "asyncsgd": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.1},
-                 "client": {"batch_size": 32}, "run": {"updates": 3000, "eval_every": 500}},
+                "run": {"rounds": 30, "eval_every": 10}},
+    "asyncsgd": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.05},
+                 "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
+    "asyncsgd-delay-adaptive": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.1,
+                                              "step_rule": "delay_adaptive"},
+                                "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
 }
 
 
