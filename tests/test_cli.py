@@ -70,3 +70,11 @@ def test_train_writes_the_four_outputs_with_a_progress_bar(tmp_path, shared_data
     assert info["status"] == "completed" and info["config"]["algorithm"]["name"] == "afl"
     assert {"config_hash", "seed", "versions", "commit", "wall_time"} <= set(info)
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_readme_documents_every_config_key():
+    from afl.config import reference
+
+    readme = (REPO / "README.md").read_text()
+    missing = [key for key, _, _ in reference() if f"`{key}`" not in readme]
+    assert not missing, f"README's configuration reference lacks {missing}"
