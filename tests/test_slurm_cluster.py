@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-submitit = pytest.importorskip("submitit")
-import cloudpickle  # noqa: E402  (a dependency of submitit)
-from submitit.core.utils import FailedJobError  # noqa: E402
+import cloudpickle  # a dependency of submitit
+import submitit
+from submitit.core.utils import FailedJobError
 
 # The jobs unpickle these functions and classes in a fresh interpreter whose sys.path does not
 # contain tests/: ship them by value rather than as references to this module.
