@@ -43,7 +43,7 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
-                  "dispatch_time", "start_time", "duration")
+                  "dispatch_time", "start_time", "duration", "update_norm")
 EVAL_COLUMNS = ("version", "time", "wall_time", "test_loss", "test_acc", "server_loss")
 
 
@@ -54,7 +54,7 @@ class Recorder:
         self.updates = {c: [] for c in UPDATE_COLUMNS}
         self.evals = {c: [] for c in EVAL_COLUMNS}
 
-    def update(self, version, time, tasks, arrivals, taus, weights) -> None:
+    def update(self, version, time, tasks, arrivals, taus, weights, update_norm) -> None:
         u = self.updates
         for t, a, tau, w in zip(tasks, arrivals, taus, weights):
             u["version"].append(version)
@@ -67,6 +67,7 @@ class Recorder:
             u["dispatch_time"].append(t.dispatch_time)
             u["start_time"].append(t.start_time)
             u["duration"].append(t.duration)
+            u["update_norm"].append(update_norm)
 
     def eval(self, version, time, wall_time, test_loss, test_acc, server_loss) -> None:
         for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss)):

@@ -77,8 +77,8 @@ def train(cfg: Config, out: Path, progress: bool = True) -> dict:
                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     last = {"acc": math.nan}
 
-    def on_update(version, now, tasks, arrivals, taus, weights):
-        rec.update(version, now, tasks, arrivals, taus, weights)
+    def on_update(version, now, tasks, arrivals, taus, weights, update_norm):
+        rec.update(version, now, tasks, arrivals, taus, weights, update_norm)
         recent_losses.extend(a.train_loss for a in arrivals)
         bar.update(1)
 

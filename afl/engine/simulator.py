@@ -187,7 +187,7 @@ class Simulation:
         for t, tau in zip(tasks, taus):
             self.stats.tasks[t.client] += 1
             self.stats.staleness_sum[t.client] += tau
-        self.on_update(self.version, now, tasks, arrivals, taus, weights)
+        self.on_update(self.version, now, tasks, arrivals, taus, weights, float((x - self.x).norm()))
         if not bool(torch.isfinite(x).all()):
             self._finish("diverged", f"non-finite parameters at update {self.version}")
             return
