@@ -19,15 +19,19 @@ from collections.abc import Callable
 import numpy as np
 
 
-def _staleness(tau) -> np.ndarray:
+def _staleness(tau):
+    if isinstance(tau, numbers.Real):  # a scalar: skip the array round trip (the server's hot path)
+        if not tau >= 0:
+            raise ValueError(f"staleness tau must be >= 0, got {tau}")
+        return float(tau)
     t = np.asarray(tau, dtype=np.float64)
     if not np.all(t >= 0):
         raise ValueError(f"staleness tau must be >= 0, got {tau}")
     return t
 
 
-def _result(value: np.ndarray, tau):
-    return float(value) if np.ndim(tau) == 0 else value
+def _result(value, tau):
+    return float(value) if isinstance(tau, numbers.Real) or np.ndim(tau) == 0 else value
 
 
 def _check(function: str, param: str, value: float, ok: bool, rule: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from afl.config import RatesConfig, TimingConfig
 from afl.errors import ConfigError
+from afl.rng import Stream, numpy_stream
 
 
 def client_rates(cfg: RatesConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,18 +65,42 @@ def read_rate_trace(path: Path, n: int) -> np.ndarray:
     return rates
 
 
-def draw_service(cfg: TimingConfig, rng: np.random.Generator) -> float:
-    """One draw ``S`` of the compute time of a client of rate 1."""
+def draw_service(cfg: TimingConfig, rng: np.random.Generator, size: int) -> np.ndarray:
+    """``size`` draws of ``S``, the compute time of a client of rate 1."""
     if cfg.distribution == "exponential":
-        return rng.exponential(1.0)
+        return rng.exponential(1.0, size)
     if cfg.distribution == "uniform":
-        return rng.uniform(cfg.low, cfg.high)
+        return rng.uniform(cfg.low, cfg.high, size)
     if cfg.distribution == "lognormal":
-        return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma)
-    return 1.0
+        return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma, size)
+    return np.ones(size)
 
 
-def task_duration(cfg: TimingConfig, rate: float, steps: int, rng: np.random.Generator) -> float:
-    """Duration of one task of ``steps`` local steps at a client of rate ``rate``."""
+class ServiceDraws:
+    """The draw ``S`` of each client's ``k``-th task, keyed by ``(seed, client, k)``.
+
+    Draws come in blocks of ``BLOCK`` from the stream keyed ``(seed, DURATION, client, block)``,
+    so a task's duration depends on nothing but its client and index (no state to save or
+    replay), while the cost of seeding a stream is shared by ``BLOCK`` tasks.
+    """
+
+    BLOCK = 32
+
+    def __init__(self, cfg: TimingConfig, seed: int):
+        self.cfg, self.seed = cfg, seed
+        self.blocks: dict[int, tuple[int, list[float]]] = {}
+
+    def __call__(self, client: int, k: int) -> float:
+        block, i = divmod(k, self.BLOCK)
+        cached = self.blocks.get(client)
+        if cached is None or cached[0] != block:
+            rng = numpy_stream(self.seed, Stream.DURATION, client, block)
+            cached = (block, draw_service(self.cfg, rng, self.BLOCK).tolist())
+            self.blocks[client] = cached
+        return cached[1][i]
+
+
+def task_duration(cfg: TimingConfig, rate: float, steps: int, service: float) -> float:
+    """Duration of a task of ``steps`` local steps at a client of rate ``rate``, given its draw ``S``."""
     work = steps if cfg.per == "step" else 1
-    return cfg.download + work * draw_service(cfg, rng) / rate + cfg.upload
+    return cfg.download + work * service / rate + cfg.upload

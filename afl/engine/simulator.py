@@ -83,6 +83,7 @@ class Simulation:
         self.x, self.version = x0, 0
         self.selector = Selector(cfg.algorithm.selection, n, routing,
                                  numpy_stream(cfg.seed, Stream.SELECT))
+        self.service = timing.ServiceDraws(cfg.timing, cfg.seed)
         self.queues = [deque() for _ in range(n)]
         self.task_count = np.zeros(n, dtype=np.int64)
         self.stats = ClientStats(np.zeros(n, np.int64), np.zeros(n), np.zeros(n))
@@ -129,8 +130,8 @@ class Simulation:
             client = self.selector.pick()
             index = int(self.task_count[client])
             self.task_count[client] += 1
-            rng = numpy_stream(self.cfg.seed, Stream.DURATION, client, index)
-            duration = timing.task_duration(self.cfg.timing, self.rates[client], self.steps(client), rng)
+            duration = timing.task_duration(self.cfg.timing, self.rates[client], self.steps(client),
+                                            self.service(client, index))
             task = Task(self.next_id, client, index, self.version, self.x, self.loop.time(), duration)
             self.next_id += 1
             self.in_flight += 1
@@ -187,8 +188,9 @@ class Simulation:
         for t, tau in zip(tasks, taus):
             self.stats.tasks[t.client] += 1
             self.stats.staleness_sum[t.client] += tau
-        self.on_update(self.version, now, tasks, arrivals, taus, weights, float((x - self.x).norm()))
-        if not bool(torch.isfinite(x).all()):
+        update_norm = float((x - self.x).norm())
+        self.on_update(self.version, now, tasks, arrivals, taus, weights, update_norm)
+        if not math.isfinite(update_norm):  # any inf or nan in x makes the norm of x - x_prev non-finite
             self._finish("diverged", f"non-finite parameters at update {self.version}")
             return
         self.x = x
