@@ -25,7 +25,7 @@ RULES = {
                 "run": {"rounds": 30, "eval_every": 10}},
     "asyncsgd": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.05},
                  "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
-    "asyncsgd-delay-adaptive": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.1,
+    "asyncsgd-delay-adaptive": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.05,
                                               "step_rule": "delay_adaptive"},
                                 "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
 }
