@@ -1,4 +1,4 @@
-"""The command line: ``afl train | validate | data download``.
+"""The command line: ``afl train | validate | data download | queue predict | queue optimize``.
 
 Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
 ``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.
@@ -23,7 +23,10 @@ def cmd_train(args) -> int:
     from afl.train import train
 
     cfg = _load(args)
-    info = train(cfg, Path(args.out), progress=not args.quiet)
+    info = train(cfg, Path(args.out), progress=not args.quiet, restart=args.restart)
+    if info.get("skipped"):
+        print(f"already completed: {args.out} holds this config's results (use --restart to run it again)")
+        return 0
     acc = info["final_test_acc"]
     acc_text = f", test accuracy {acc:.4f}" if acc is not None else ""
     print(f"{info['status']}: {info['updates']} updates in {info['wall_time']:.1f} s "
@@ -62,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     config_args(t)
     t.add_argument("--out", required=True, help="output folder for the Parquet tables and run.json")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--restart", action="store_true",
+                   help="ignore a checkpoint or finished results in --out and start from scratch")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("validate", help="check a config without running it")
@@ -76,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", action="append", help="base URL to try instead of the defaults (repeatable)")
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=cmd_data_download)
+
+    from afl import queue_cli
+
+    queue_cli.add_parser(sub, config_args)
     return p
 
 

@@ -169,6 +169,8 @@ class RunConfig:
     workload: str = _key("train, or none: skip training (timing/staleness studies)", "train",
                          WORKLOADS)
     device: str = _key("training device", "auto", DEVICES)
+    checkpoint_every: int | None = _key("save the whole state every this many server updates (off if unset)")
+    checkpoint_minutes: float = _key("also save every this many wall-clock minutes", 5.0)
 
 
 @dataclass(frozen=True)
@@ -443,6 +445,8 @@ def validate(cfg: Config) -> Config:
     _positive("run.time", run.time, 100.0)
     _at_least("run.eval_every", run.eval_every, 1, 10)
     _at_least("run.eval_batch", run.eval_batch, 1, 2048)
+    _at_least("run.checkpoint_every", run.checkpoint_every, 1, 100)
+    _positive("run.checkpoint_minutes", run.checkpoint_minutes, 5.0)
     return cfg
 
 

@@ -73,6 +73,18 @@ class Recorder:
         for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss)):
             self.evals[c].append(v)
 
+    def server_loss(self, m: int) -> float:
+        """The first seed's "server loss": mean local training loss of the last ``m`` applied results."""
+        recent = self.updates["train_loss"][-m:]
+        return float(np.mean(recent)) if recent else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "evals": self.evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = {c: list(state["updates"][c]) for c in UPDATE_COLUMNS}
+        self.evals = {c: list(state["evals"][c]) for c in EVAL_COLUMNS}
+
     def updates_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.updates, columns=list(UPDATE_COLUMNS)).astype(
             {"version": "int64", "client": "int64", "base_version": "int64", "staleness": "int64"})
@@ -81,11 +93,19 @@ class Recorder:
         return pd.DataFrame(self.evals, columns=list(EVAL_COLUMNS)).astype({"version": "int64"})
 
 
-def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray) -> pd.DataFrame:
-    """Per client: tasks applied, mean staleness of its applied results, busy time, and its setting."""
+def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray,
+                  predicted_staleness: np.ndarray | None = None) -> pd.DataFrame:
+    """Per client: tasks applied, mean staleness of its applied results, busy time, and its setting.
+
+    ``predicted_staleness``: the closed Jackson network's ``E[tau_i]`` (``afl.queueing``), NaN
+    where the run is not in that setting (see ``afl.queue_cli.jackson_reasons``).
+    """
     tasks = stats.tasks
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_staleness = np.where(tasks > 0, stats.staleness_sum / np.maximum(tasks, 1), np.nan)
+    if predicted_staleness is None:
+        predicted_staleness = np.full(len(tasks), np.nan)
     return pd.DataFrame({"client": np.arange(len(tasks)), "tasks": tasks, "mean_staleness": mean_staleness,
+                         "predicted_staleness": np.asarray(predicted_staleness, dtype=float),
                          "busy_time": stats.busy_time, "rate": rates, "num_samples": sizes,
                          "routing_p": routing})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 import afl
-from afl import algorithms, federation, models, params, recorder
+from afl import algorithms, checkpoint, federation, models, params, queue_cli, recorder
 from afl.config import Config, config_hash, to_dict
 from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
 from afl.engine.simulator import Simulation
@@ -54,11 +53,34 @@ def _commit() -> str | None:
         return None
 
 
-def train(cfg: Config, out: Path, progress: bool = True) -> dict:
-    """Run one simulation; write updates/evals/clients Parquet tables and run.json into ``out``."""
+def completed_run(out: Path, cfg: Config) -> dict | None:
+    """run.json of a completed run of this very config in ``out``, if there is one."""
+    try:
+        info = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = info.get("config_hash") == config_hash(cfg) and info.get("status") == "completed"
+    return info if same else None
+
+
+def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) -> dict:
+    """Run one simulation; write updates/evals/clients Parquet tables and run.json into ``out``.
+
+    Resumes from the checkpoint in ``out`` unless ``restart``; a completed run of the same
+    config is not run again.
+    """
     out = Path(out)
     check_output_dir(out)
-    started, wall0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    if restart:
+        checkpoint.remove(out)
+    elif (done := completed_run(out, cfg)) is not None:
+        return done | {"skipped": True}
+    saved = None if restart else checkpoint.load(out)
+    if saved is not None and saved["config_hash"] != config_hash(cfg):
+        raise AflError(f"--out {out}: holds a checkpoint of another config ({saved['config_hash']}); "
+                       "fix: use another --out, or --restart to discard it")
+    started = dt.datetime.now(dt.timezone.utc)
+    wall0 = time.perf_counter() - (saved["wall_time"] if saved else 0.0)
     device = federation.device_of(cfg)
     fed = federation.build(cfg, device)
     rule = algorithms.make(cfg.algorithm, fed.routing)
@@ -72,28 +94,31 @@ def train(cfg: Config, out: Path, progress: bool = True) -> dict:
         workload = TrainingWorkload(cfg, model, fed.train_x, fed.train_y, fed.shards, total)
 
     rec = recorder.Recorder()
-    recent_losses = deque(maxlen=cfg.algorithm.concurrency)
-    bar = tqdm(total=total, unit="upd", desc=f"{cfg.algorithm.name}", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
-    last = {"acc": math.nan}
 
     def on_update(version, now, tasks, arrivals, taus, weights, update_norm):
         rec.update(version, now, tasks, arrivals, taus, weights, update_norm)
-        recent_losses.extend(a.train_loss for a in arrivals)
         bar.update(1)
 
     def on_eval(x, version, now):
         if model is None:
             return None
         loss, acc = evaluate(model, x, fed.test_x, fed.test_y, cfg.run.eval_batch)
-        server_loss = float(np.mean(recent_losses)) if recent_losses else math.nan
-        rec.eval(version, now, time.perf_counter() - wall0, loss, acc, server_loss)
-        last["acc"] = acc
+        rec.eval(version, now, time.perf_counter() - wall0, loss, acc,
+                 rec.server_loss(cfg.algorithm.concurrency))
         bar.set_postfix(vtime=f"{now:.4g}", acc=f"{acc:.4f}", refresh=False)
         return loss
 
+    def on_checkpoint(state):
+        checkpoint.save({"config_hash": config_hash(cfg), "simulation": state, "recorder": rec.state_dict(),
+                         "wall_time": time.perf_counter() - wall0}, out)
+
     sim = Simulation(cfg, rule, LazyExecutor(workload), x0, fed.sizes, fed.rates, fed.routing,
-                     workload.steps, on_update, on_eval)
+                     workload.steps, on_update, on_eval, on_checkpoint)
+    if saved is not None:
+        sim.load_state_dict(saved["simulation"])
+        rec.load_state_dict(saved["recorder"])
+    bar = tqdm(total=total, initial=sim.version, unit="upd", desc=f"{cfg.algorithm.name}",
+               disable=not progress, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     outcome = sim.run()
     bar.close()
     wall = time.perf_counter() - wall0
@@ -101,8 +126,11 @@ def train(cfg: Config, out: Path, progress: bool = True) -> dict:
     updates, evals = rec.updates_frame(), rec.evals_frame()
     recorder.write_parquet(updates, out / "updates.parquet")
     recorder.write_parquet(evals, out / "evals.parquet")
-    recorder.write_parquet(recorder.clients_frame(outcome.stats, fed.sizes, fed.rates, fed.routing),
-                           out / "clients.parquet")
+    # The closed Jackson network's prediction beside the simulated staleness (SPEC section 5).
+    prediction = queue_cli.trainer_prediction(cfg, fed.rates, fed.routing, workload.steps)
+    recorder.write_parquet(recorder.clients_frame(
+        outcome.stats, fed.sizes, fed.rates, fed.routing,
+        prediction.relative_delay if prediction is not None else None), out / "clients.parquet")
     info = {
         "status": outcome.status,
         "reason": outcome.reason,
@@ -113,7 +141,9 @@ def train(cfg: Config, out: Path, progress: bool = True) -> dict:
         "virtual_time": outcome.time,
         "wall_time": wall,
         "updates_per_second": outcome.version / wall if wall > 0 else None,
-        "final_test_acc": last["acc"] if model is not None else None,
+        "final_test_acc": rec.evals["test_acc"][-1] if rec.evals["test_acc"] else None,
+        "resumed": saved is not None,
+        "predicted_throughput": prediction.throughput if prediction is not None else None,
         "device": str(device),
         "started": started.isoformat(),
         "host": platform.node(),
@@ -122,4 +152,5 @@ def train(cfg: Config, out: Path, progress: bool = True) -> dict:
                      "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__},
     }
     recorder.write_json(info, out / "run.json")
+    checkpoint.remove(out)
     return info

@@ -1,18 +1,43 @@
 """A virtual-time asyncio event loop: nothing ever sleeps for real.
 
-``VirtualClockLoop.time()`` returns a virtual clock. When no callback is ready,
-the loop jumps the clock straight to the earliest scheduled timer instead of
-blocking, so ``asyncio.sleep``, ``call_at``, futures and tasks work unchanged
-while no wall-clock time passes. Timers fire in order of their virtual time;
-ties fall back to the heap order of their scheduling, which is the same in
-every run with the same inputs, so event order is deterministic.
+``VirtualClockLoop.time()`` returns a virtual clock. When no callback is ready, the loop
+jumps the clock straight to the earliest scheduled timer instead of blocking, so
+``asyncio.sleep``, ``call_at``, futures and tasks work unchanged while no wall-clock time
+passes.
+
+Timers fire in order of ``(time, seq)``, where ``seq`` numbers timers in the order they were
+scheduled: ties between equal times break first-scheduled-first, the same way in every run.
+A timer can be re-created with its original ``seq`` (``call_at_seq``), which is how a
+simulation restored from a checkpoint rebuilds its event queue exactly.
+
+Just before each jump of the clock the loop is quiescent: no callback is ready and every
+coroutine waits on a timer in the future. ``on_quiescent`` is called there, the one point
+where a simulation's state is complete and safe to save.
 """
 
 import asyncio
+import heapq
+from typing import Callable
 
 
 class Deadlock(RuntimeError):
     """Raised when coroutines wait on each other with no timer left to fire."""
+
+
+class _Timer(asyncio.TimerHandle):
+    __slots__ = ("seq",)
+
+    def __lt__(self, other):
+        return (self._when, self.seq) < (other._when, other.seq)
+
+    def __le__(self, other):
+        return (self._when, self.seq) <= (other._when, other.seq)
+
+    def __gt__(self, other):
+        return (self._when, self.seq) > (other._when, other.seq)
+
+    def __ge__(self, other):
+        return (self._when, self.seq) >= (other._when, other.seq)
 
 
 class _JumpSelector:
@@ -25,6 +50,8 @@ class _JumpSelector:
         if timeout is None:
             raise Deadlock("virtual clock: nothing is scheduled but the simulation is not finished")
         if timeout > 0:
+            if self._loop.on_quiescent is not None:
+                self._loop.on_quiescent()
             self._loop._now = max(self._loop._now, self._loop._scheduled[0]._when)
         return []
 
@@ -35,13 +62,28 @@ class _JumpSelector:
 class VirtualClockLoop(asyncio.BaseEventLoop):
     """An event loop on virtual time, for simulations without I/O."""
 
-    def __init__(self, start: float = 0.0):
+    def __init__(self, start: float = 0.0, first_seq: int = 0):
         super().__init__()
         self._now = float(start)
+        self.next_seq = first_seq  # the seq the next timer gets (saved with a checkpoint)
         self._selector = _JumpSelector(self)
+        self.on_quiescent: Callable[[], None] | None = None
 
     def time(self) -> float:
         return self._now
+
+    def call_at(self, when, callback, *args, context=None):
+        self.next_seq += 1
+        return self.call_at_seq(when, self.next_seq - 1, callback, *args, context=context)
+
+    def call_at_seq(self, when, seq: int, callback, *args, context=None):
+        """``call_at`` with an explicit tie-breaking number (to rebuild a saved event queue)."""
+        self._check_closed()
+        timer = _Timer(when, callback, args, self, context)
+        timer.seq = seq
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True
+        return timer
 
     def _process_events(self, event_list):
         pass
@@ -50,11 +92,23 @@ class VirtualClockLoop(asyncio.BaseEventLoop):
         pass
 
 
-def run(coro, start: float = 0.0):
+def run(coro, start: float = 0.0, first_seq: int = 0, on_quiescent: Callable[[], None] | None = None):
     """Run ``coro`` to completion on a fresh virtual clock starting at ``start``."""
-    loop = VirtualClockLoop(start)
+    loop = VirtualClockLoop(start, first_seq)
+    loop.on_quiescent = on_quiescent
     try:
         return loop.run_until_complete(coro)
     finally:
+        loop.on_quiescent = None
+        _cancel_all(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def _cancel_all(loop: VirtualClockLoop) -> None:
+    """Cancel what an interrupted run left waiting (as ``asyncio.run`` does), silently."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

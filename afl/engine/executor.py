@@ -26,6 +26,10 @@ class LazyExecutor:
     def submit(self, task: Task) -> None:
         self.pending[task.id] = task
 
+    def restore(self, task: Task, result: dict) -> None:
+        """Put back a result computed before a checkpoint (from ``vars(TaskResult)``)."""
+        self.done[task.id] = TaskResult(**result)
+
     def result(self, task: Task) -> TaskResult:
         if task.id in self.pending:
             tasks = list(self.pending.values())

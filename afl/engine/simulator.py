@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -74,7 +75,7 @@ class Simulation:
 
     def __init__(self, cfg: Config, rule, executor, x0: torch.Tensor, sizes: np.ndarray,
                  rates: np.ndarray, routing: np.ndarray, steps: Callable[[int], int],
-                 on_update: Callable, on_eval: Callable):
+                 on_update: Callable, on_eval: Callable, on_checkpoint: Callable | None = None):
         self.cfg, self.rule, self.executor = cfg, rule, executor
         self.sizes, self.rates, self.steps = sizes, rates, steps
         self.on_update, self.on_eval = on_update, on_eval
@@ -96,19 +97,31 @@ class Simulation:
         self.max_results = run.rounds * self.m if run.rounds is not None else math.inf
         self.max_time = run.time if run.time is not None else math.inf
         self.outcome: Outcome | None = None
+        self.start_time, self.first_seq, self.restored = 0.0, 0, False
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_every = (run.checkpoint_every or 0) if on_checkpoint else 0
+        self.checkpoint_seconds = run.checkpoint_minutes * 60 if on_checkpoint else math.inf
+        self.last_checkpoint = time.monotonic()
+        self.checkpoint_due = False
 
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> Outcome:
-        """Simulate until the budget is spent or the model diverges."""
-        return clock.run(self._main())
+        """Simulate until the budget is spent or the model diverges (from a restored state, if any)."""
+        return clock.run(self._main(), start=self.start_time, first_seq=self.first_seq,
+                         on_quiescent=self._quiescent)
 
     async def _main(self) -> Outcome:
         self.loop = asyncio.get_running_loop()
         self.finished = self.loop.create_future()
         self.servers: dict[int, asyncio.Task] = {}
-        self.on_eval(self.x, self.version, 0.0)
-        self._dispatch(self.m)
+        if self.restored:
+            busy = [c for c, q in enumerate(self.queues) if q]
+            for client in sorted(busy, key=lambda c: self.queues[c][0].timer_seq):
+                self.servers[client] = self.loop.create_task(self._serve(client, resumed=True))
+        else:
+            self.on_eval(self.x, self.version, 0.0)
+            self._dispatch(self.m)
         outcome = await self.finished
         for server in self.servers.values():
             server.cancel()
@@ -140,13 +153,23 @@ class Simulation:
             if client not in self.servers:
                 self.servers[client] = self.loop.create_task(self._serve(client))
 
-    async def _serve(self, client: int) -> None:
-        """A client: serve its FIFO queue, one task at a time, in virtual time."""
+    async def _serve(self, client: int, resumed: bool = False) -> None:
+        """A client: serve its FIFO queue, one task at a time, in virtual time.
+
+        ``resumed``: the head task was already in service when the state was saved; its
+        completion timer is re-created with its original time and tie-breaking number.
+        """
         queue = self.queues[client]
         while queue and self.outcome is None:
             task = queue[0]
-            task.start_time = self.loop.time()
-            await asyncio.sleep(task.duration)
+            done = self.loop.create_future()
+            if resumed:
+                self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq, _resolve, done)
+                resumed = False
+            else:
+                task.start_time = self.loop.time()
+                task.timer_seq = self.loop.call_at(task.start_time + task.duration, _resolve, done).seq
+            await done
             queue.popleft()
             self.stats.busy_time[client] += task.duration
             self._arrive(task)
@@ -194,6 +217,9 @@ class Simulation:
             self._finish("diverged", f"non-finite parameters at update {self.version}")
             return
         self.x = x
+        if self.checkpoint_every and self.version % self.checkpoint_every == 0 or \
+                time.monotonic() - self.last_checkpoint > self.checkpoint_seconds:
+            self.checkpoint_due = True
         if self.version % self.cfg.run.eval_every == 0:
             loss = self.on_eval(self.x, self.version, now)
             if loss is not None and not math.isfinite(loss):
@@ -201,3 +227,55 @@ class Simulation:
                 return
         if self.version >= self.max_updates:
             self._finish("completed", "update budget spent")
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _quiescent(self) -> None:
+        """Called by the clock before it jumps: nothing is half done, so the state is whole."""
+        if self.checkpoint_due and self.outcome is None:
+            self.checkpoint_due = False
+            self.on_checkpoint(self.state_dict())
+            self.last_checkpoint = time.monotonic()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: plain data and tensors (see ``afl.checkpoint``)."""
+        queued = [task for queue in self.queues for task in queue]
+        return {
+            "now": self.loop.time(),
+            "next_seq": self.loop.next_seq,
+            "version": self.version,
+            "x": self.x,
+            "in_flight": self.in_flight,
+            "results": self.results,
+            "next_id": self.next_id,
+            "task_count": self.task_count.tolist(),
+            "stats": {k: v.tolist() for k, v in vars(self.stats).items()},
+            "selector": {"rng": self.selector.rng.bit_generator.state, "idle": list(self.selector.idle)},
+            "queued": [vars(task) for task in queued],
+            "buffer": [(vars(task), vars(arrival)) for task, arrival in self.buffer],
+            "computed": {t.id: vars(self.executor.done[t.id]) for t in queued if t.id in self.executor.done},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by ``state_dict``; ``run`` then continues from it."""
+        self.start_time, self.first_seq, self.restored = state["now"], state["next_seq"], True
+        self.version, self.x = state["version"], state["x"]
+        self.in_flight, self.results, self.next_id = state["in_flight"], state["results"], state["next_id"]
+        self.task_count = np.array(state["task_count"], dtype=np.int64)
+        self.stats = ClientStats(**{k: np.array(v, dtype=getattr(self.stats, k).dtype)
+                                    for k, v in state["stats"].items()})
+        self.selector.rng.bit_generator.state = state["selector"]["rng"]
+        self.selector.idle = list(state["selector"]["idle"])
+        for fields in sorted(state["queued"], key=lambda f: f["id"]):  # dispatch order: FIFO per client
+            task = Task(**fields)
+            self.queues[task.client].append(task)
+            if task.id in state["computed"]:
+                self.executor.restore(task, state["computed"][task.id])
+            else:
+                self.executor.submit(task)
+        self.buffer = [(Task(**t), Arrival(**a)) for t, a in state["buffer"]]
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,50 @@
+"""Checkpoints: a run's whole state in one file, written atomically, loaded without code execution.
+
+The file holds plain data and tensors only (``torch.save``; loaded with ``weights_only=True``,
+which refuses anything else). It is written to a temporary name, fsynced and renamed over
+the previous checkpoint, so a kill at any moment leaves either the old or the new
+checkpoint whole, never a partial one.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from afl.errors import AflError
+
+NAME = "checkpoint.pt"
+
+
+def save(state: dict, out: Path) -> None:
+    path = Path(out) / NAME
+    tmp = path.with_name(f".{NAME}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(out: Path) -> dict | None:
+    """The checkpoint in ``out``, or None; leftovers of an interrupted write are removed."""
+    out = Path(out)
+    for leftover in out.glob(f".{NAME}.tmp-*"):
+        leftover.unlink(missing_ok=True)
+    path = out / NAME
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a damaged file: say which, and how to start over
+        raise AflError(f"{path}: unreadable checkpoint ({type(exc).__name__}); "
+                       "fix: rerun with --restart to start from scratch") from None
+
+
+def remove(out: Path) -> None:
+    (Path(out) / NAME).unlink(missing_ok=True)
