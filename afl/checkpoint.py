@@ -6,29 +6,21 @@ the previous checkpoint, so a kill at any moment leaves either the old or the ne
 checkpoint whole, never a partial one.
 """
 
-import os
 from pathlib import Path
 
 import torch
 
 from afl.errors import AflError
+from afl.recorder import replace_atomically, tmp_name
 
 NAME = "checkpoint.pt"
 
 
 def save(state: dict, out: Path) -> None:
     path = Path(out) / NAME
-    tmp = path.with_name(f".{NAME}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    tmp = tmp_name(path)
+    torch.save(state, tmp)
+    replace_atomically(tmp, path)
 
 
 def load(out: Path) -> dict | None:

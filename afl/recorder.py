@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 
-def _replace_atomically(tmp: Path, path: Path) -> None:
+def replace_atomically(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -26,20 +26,20 @@ def _replace_atomically(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def _tmp(path: Path) -> Path:
+def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = _tmp(path)
+    tmp = tmp_name(path)
     frame.to_parquet(tmp, index=False)
-    _replace_atomically(tmp, path)
+    replace_atomically(tmp, path)
 
 
 def write_json(obj: dict, path: Path) -> None:
-    tmp = _tmp(path)
+    tmp = tmp_name(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    _replace_atomically(tmp, path)
+    replace_atomically(tmp, path)
 
 
 UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
