@@ -8,6 +8,7 @@ checkpoint whole, never a partial one.
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from afl.errors import AflError
@@ -16,10 +17,21 @@ from afl.recorder import replace_atomically, tmp_name
 NAME = "checkpoint.pt"
 
 
+def plain(obj):
+    """``obj`` with NumPy scalars made Python numbers, which ``weights_only`` loading accepts."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
 def save(state: dict, out: Path) -> None:
     path = Path(out) / NAME
     tmp = tmp_name(path)
-    torch.save(state, tmp)
+    torch.save(plain(state), tmp)
     replace_atomically(tmp, path)
 
 
