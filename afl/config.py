@@ -427,7 +427,7 @@ def validate(cfg: Config) -> Config:
     except ValueError as exc:
         _fail("algorithm.staleness", str(exc).rstrip("."), "see the staleness table in the README")
     if a.selection == "routing":
-        _check_routing(a.routing, n)
+        routing_probabilities(a.routing, n)
     elif a.routing is not None:
         _fail("algorithm.routing", f"routing probabilities need algorithm.selection: routing, not {a.selection}",
               "set algorithm.selection: routing or remove algorithm.routing")
@@ -470,21 +470,35 @@ def _check_rates(r: RatesConfig) -> None:
         _fail("timing.rates.path", "kind: trace needs a CSV file", "set timing.rates.path to a CSV with columns client,rate")
 
 
-def _check_routing(routing, n: int) -> None:
+def routing_probabilities(routing, n: int) -> list[float]:
+    """The routing vector ``p`` of ``algorithm.routing``: 'uniform' (or unset), a list of ``n``
+    probabilities, or a JSON file holding such a list or ``{"p": [...]}`` (``afl queue optimize``)."""
     if routing == "uniform" or routing is None:
-        return
+        return [1.0 / n] * n
+    source = "algorithm.routing"
     if isinstance(routing, str):
-        path = Path(routing)
-        if not path.is_file():
-            _fail("algorithm.routing", f"no routing file {routing}",
+        source = f"algorithm.routing: {routing}"
+        try:
+            raw = json.loads(Path(routing).read_text())
+        except OSError as exc:
+            _fail("algorithm.routing", f"cannot read {routing} ({exc.strerror})",
                   "give 'uniform', a list of n probabilities, or the JSON file from `afl queue optimize`")
-        return
+        except ValueError:
+            _fail("algorithm.routing", f"{routing} is not JSON", "give the JSON file written by `afl queue optimize`")
+        routing = raw["p"] if isinstance(raw, dict) and "p" in raw else raw
+        if not isinstance(routing, list) or not all(_is_number(v) for v in routing):
+            _fail(source, "holds no list of probabilities", 'write {"p": [p_0, ..., p_n-1]}')
     if len(routing) != n:
-        _fail("algorithm.routing", f"has {len(routing)} entries for {n} clients", f"give exactly {n} probabilities")
+        _fail(source, f"has {len(routing)} entries for {n} clients", f"give exactly {n} probabilities")
     if min(routing) < 0:
-        _fail("algorithm.routing", "has a negative probability", "use probabilities >= 0")
+        _fail(source, "has a negative probability", "use probabilities >= 0")
     if abs(sum(routing) - 1) > 1e-6:
-        _fail("algorithm.routing", f"sums to {sum(routing):g}, not 1", "normalise the probabilities")
+        _fail(source, f"sums to {sum(routing):g}, not 1", "normalise the probabilities")
+    return [float(v) for v in routing]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- output

@@ -1,14 +1,12 @@
 """The federation: dataset tensors on the training device, per-client shards, rates, routing."""
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from afl import data, timing
-from afl.config import Config
+from afl.config import Config, routing_probabilities
 from afl.errors import ConfigError
 from afl.rng import Stream, numpy_stream
 
@@ -36,21 +34,8 @@ def device_of(cfg: Config) -> torch.device:
 
 
 def routing_vector(routing, n: int) -> np.ndarray:
-    """p from 'uniform', a list, or a JSON file (a list, or an object with key "p")."""
-    if routing is None or routing == "uniform":
-        return np.full(n, 1.0 / n)
-    if isinstance(routing, str):
-        try:
-            raw = json.loads(Path(routing).read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"algorithm.routing: cannot read {routing} ({exc}); "
-                              "fix: give the JSON file written by `afl queue optimize`") from None
-        routing = raw["p"] if isinstance(raw, dict) and "p" in raw else raw
-        if not isinstance(routing, list) or len(routing) != n or min(routing) < 0 \
-                or abs(sum(routing) - 1) > 1e-6:
-            raise ConfigError(f"algorithm.routing: {routing if isinstance(routing, str) else 'the file'} "
-                              f"does not hold {n} probabilities summing to 1; fix: regenerate it for {n} clients")
-    return np.asarray(routing, dtype=float)
+    """p as an array (see ``afl.config.routing_probabilities``)."""
+    return np.asarray(routing_probabilities(routing, n), dtype=float)
 
 
 def _subset(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray | None:

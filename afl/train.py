@@ -37,12 +37,21 @@ def planned_updates(cfg: Config, batch: int) -> int | None:
 
 
 def check_output_dir(out: Path) -> None:
+    """``out`` must be a writable folder or creatable as one; nothing is created here."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AflError(f"--out {out}: {probe} is a file, not a folder; fix: choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise AflError(f"--out {out}: {probe} is not writable; fix: choose a writable folder or fix its permissions")
+
+
+def make_output_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AflError(f"--out {out}: cannot create it ({exc.strerror}); fix: choose a writable folder") from None
-    if not os.access(out, os.W_OK):
-        raise AflError(f"--out {out}: not writable; fix: choose a writable folder or fix its permissions")
 
 
 def _commit() -> str | None:
@@ -53,27 +62,46 @@ def _commit() -> str | None:
         return None
 
 
-def completed_run(out: Path, cfg: Config) -> dict | None:
-    """run.json of a completed run of this very config in ``out``, if there is one."""
+def finished_run(out: Path, cfg: Config) -> dict | None:
+    """run.json of a completed or diverged run of this very config in ``out``, if there is one.
+
+    Both are final: the same config and seed diverge again at the same update.
+    """
     try:
         info = json.loads((out / "run.json").read_text())
     except (OSError, ValueError):
         return None
-    same = info.get("config_hash") == config_hash(cfg) and info.get("status") == "completed"
+    same = info.get("config_hash") == config_hash(cfg) and info.get("status") in ("completed", "diverged")
     return info if same else None
+
+
+def provenance(cfg: Config, started: dt.datetime, device) -> dict:
+    """What run.json says of every run, whatever its outcome: config, seed, versions, where and when."""
+    return {
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "seed": cfg.seed,
+        "device": str(device),
+        "started": started.isoformat(),
+        "host": platform.node(),
+        "commit": _commit(),
+        "versions": {"afl": afl.__version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__},
+    }
 
 
 def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) -> dict:
     """Run one simulation; write updates/evals/clients Parquet tables and run.json into ``out``.
 
-    Resumes from the checkpoint in ``out`` unless ``restart``; a completed run of the same
-    config is not run again.
+    Resumes from the checkpoint in ``out`` unless ``restart``; a finished run of the same
+    config is not run again. Nothing is written before the data and model are ready; a run
+    that fails after that writes run.json with status ``failed`` and keeps its checkpoint.
     """
     out = Path(out)
     check_output_dir(out)
     if restart:
         checkpoint.remove(out)
-    elif (done := completed_run(out, cfg)) is not None:
+    elif (done := finished_run(out, cfg)) is not None:
         return done | {"skipped": True}
     saved = None if restart else checkpoint.load(out)
     if saved is not None and saved["config_hash"] != config_hash(cfg):
@@ -93,6 +121,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
         x0 = params.flatten(model)
         workload = TrainingWorkload(cfg, model, fed.train_x, fed.train_y, fed.shards, total)
 
+    make_output_dir(out)
     rec = recorder.Recorder()
 
     def on_update(version, now, tasks, arrivals, taus, weights, update_norm):
@@ -119,8 +148,15 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
         rec.load_state_dict(saved["recorder"])
     bar = tqdm(total=total, initial=sim.version, unit="upd", desc=f"{cfg.algorithm.name}",
                disable=not progress, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
-    outcome = sim.run()
-    bar.close()
+    try:
+        outcome = sim.run()
+    except Exception as exc:
+        recorder.write_json(provenance(cfg, started, device) | {
+            "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "updates": sim.version,
+            "wall_time": time.perf_counter() - wall0}, out / "run.json")
+        raise
+    finally:
+        bar.close()
     wall = time.perf_counter() - wall0
 
     updates, evals = rec.updates_frame(), rec.evals_frame()
@@ -131,12 +167,9 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
     recorder.write_parquet(recorder.clients_frame(
         outcome.stats, fed.sizes, fed.rates, fed.routing,
         prediction.relative_delay if prediction is not None else None), out / "clients.parquet")
-    info = {
+    info = provenance(cfg, started, device) | {
         "status": outcome.status,
         "reason": outcome.reason,
-        "config": to_dict(cfg),
-        "config_hash": config_hash(cfg),
-        "seed": cfg.seed,
         "updates": outcome.version,
         "virtual_time": outcome.time,
         "wall_time": wall,
@@ -144,12 +177,6 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
         "final_test_acc": rec.evals["test_acc"][-1] if rec.evals["test_acc"] else None,
         "resumed": saved is not None,
         "predicted_throughput": prediction.throughput if prediction is not None else None,
-        "device": str(device),
-        "started": started.isoformat(),
-        "host": platform.node(),
-        "commit": _commit(),
-        "versions": {"afl": afl.__version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__},
     }
     recorder.write_json(info, out / "run.json")
     checkpoint.remove(out)

@@ -78,7 +78,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _fix(folder: Path) -> str:
-    return f"re-download with `afl data download cifar10 --root {folder.parent}`"
+    return f"fix: re-download with `afl data download cifar10 --root {folder.parent}`"
 
 
 def _read_batch(folder: Path, name: str, verify: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,7 @@ def _read_batch(folder: Path, name: str, verify: bool) -> tuple[np.ndarray, np.n
     path = folder / name
     if not path.is_file():
         raise DataError(
-            f"CIFAR-10 not found under {folder} (looked for {name}): run "
+            f"CIFAR-10 not found under {folder} (looked for {name}); fix: run "
             f"`afl data download cifar10 --root {folder.parent}` "
             "or set data.root / AFL_DATA_ROOT"
         )
@@ -96,33 +96,33 @@ def _read_batch(folder: Path, name: str, verify: bool) -> tuple[np.ndarray, np.n
         if got != MD5[name]:
             raise DataError(
                 f"{path}: MD5 mismatch (expected {MD5[name]}, got {got}), the file is "
-                f"corrupt or incomplete: {_fix(folder)}"
+                f"corrupt or incomplete; {_fix(folder)}"
             )
     try:
         batch = _RestrictedUnpickler(data, path).load()
     except DataError:
         raise
     except Exception as e:  # a malformed pickle can fail in many ways
-        raise DataError(f"{path}: not a CIFAR-10 pickle ({e}): {_fix(folder)}") from None
+        raise DataError(f"{path}: not a CIFAR-10 pickle ({e}); {_fix(folder)}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError(f"{path}: not a CIFAR-10 batch (no b'data'/b'labels'): {_fix(folder)}")
+        raise DataError(f"{path}: not a CIFAR-10 batch (no b'data'/b'labels'); {_fix(folder)}")
     x, labels = batch[b"data"], batch[b"labels"]
     row = int(np.prod(IMAGE_SHAPE))
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != row:
         raise DataError(
             f"{path}: b'data' must be a uint8 array (n, {row}), got "
-            f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}: {_fix(folder)}"
+            f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}; {_fix(folder)}"
         )
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: b'labels' are not integers ({e}): {_fix(folder)}") from None
+        raise DataError(f"{path}: b'labels' are not integers ({e}); {_fix(folder)}") from None
     if y.shape != (len(x),):
         raise DataError(
-            f"{path}: {y.size} labels for {len(x)} images: {_fix(folder)}"
+            f"{path}: {y.size} labels for {len(x)} images; {_fix(folder)}"
         )
     if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels out of range 0-9: {_fix(folder)}")
+        raise DataError(f"{path}: labels out of range 0-9; {_fix(folder)}")
     return x.reshape(-1, *IMAGE_SHAPE), y
 
 

@@ -32,7 +32,7 @@ MD5 = {
 
 
 def _fix(raw_dir: Path) -> str:
-    return f"re-download with `afl data download mnist --root {raw_dir.parent.parent}`"
+    return f"fix: re-download with `afl data download mnist --root {raw_dir.parent.parent}`"
 
 
 def _read_bytes(raw_dir: Path, stem: str, verify: bool) -> tuple[Path, bytes]:
@@ -41,7 +41,7 @@ def _read_bytes(raw_dir: Path, stem: str, verify: bool) -> tuple[Path, bytes]:
     if not gz.is_file():
         if not plain.is_file():
             raise DataError(
-                f"MNIST not found under {raw_dir} (looked for {stem}[.gz]): run "
+                f"MNIST not found under {raw_dir} (looked for {stem}[.gz]); fix: run "
                 f"`afl data download mnist --root {raw_dir.parent.parent}` "
                 "or set data.root / AFL_DATA_ROOT"
             )
@@ -52,30 +52,30 @@ def _read_bytes(raw_dir: Path, stem: str, verify: bool) -> tuple[Path, bytes]:
         if got != MD5[gz.name]:
             raise DataError(
                 f"{gz}: MD5 mismatch (expected {MD5[gz.name]}, got {got}), the file is "
-                f"corrupt or incomplete: {_fix(raw_dir)}"
+                f"corrupt or incomplete; {_fix(raw_dir)}"
             )
     try:
         return gz, gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{gz}: not a valid gzip file ({e}): {_fix(raw_dir)}") from None
+        raise DataError(f"{gz}: not a valid gzip file ({e}); {_fix(raw_dir)}") from None
 
 
 def _parse_idx(path: Path, data: bytes, magic: int, ndim: int, raw_dir: Path) -> np.ndarray:
     """The uint8 array of an IDX file with ``ndim`` dimensions, after checking its header."""
     header_len = 4 * (1 + ndim)
     if len(data) < header_len:
-        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes): {_fix(raw_dir)}")
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes); {_fix(raw_dir)}")
     header = np.frombuffer(data, dtype=">u4", count=1 + ndim)
     if header[0] != magic:
         raise DataError(
-            f"{path}: bad IDX magic number {header[0]} (expected {magic}): {_fix(raw_dir)}"
+            f"{path}: bad IDX magic number {header[0]} (expected {magic}); {_fix(raw_dir)}"
         )
     dims = tuple(int(d) for d in header[1:])
     expected = header_len + int(np.prod(dims))
     if len(data) != expected:
         raise DataError(
             f"{path}: {len(data)} bytes but its IDX header {dims} needs {expected}, the file "
-            f"is truncated or corrupt: {_fix(raw_dir)}"
+            f"is truncated or corrupt; {_fix(raw_dir)}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
 
@@ -91,7 +91,7 @@ def _read_split(raw_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, n
             f"{_fix(raw_dir)}"
         )
     if len(y) and y.max() >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: label {y.max()} out of range 0-9: {_fix(raw_dir)}")
+        raise DataError(f"{labels_path}: label {y.max()} out of range 0-9; {_fix(raw_dir)}")
     return x, y
 
 

@@ -118,7 +118,7 @@ class Simulation:
         if self.restored:
             busy = [c for c, q in enumerate(self.queues) if q]
             for client in sorted(busy, key=lambda c: self.queues[c][0].timer_seq):
-                self.servers[client] = self.loop.create_task(self._serve(client, resumed=True))
+                self.servers[client] = self._start(self._serve(client, resumed=True))
         else:
             self.on_eval(self.x, self.version, 0.0)
             self._dispatch(self.m)
@@ -127,6 +127,16 @@ class Simulation:
             server.cancel()
         await asyncio.gather(*self.servers.values(), return_exceptions=True)
         return outcome
+
+    def _start(self, coro) -> asyncio.Task:
+        """A client coroutine whose exception (a crash in training, say) ends the run with it."""
+        server = self.loop.create_task(coro)
+        server.add_done_callback(self._crash)
+        return server
+
+    def _crash(self, server: asyncio.Task) -> None:
+        if not server.cancelled() and server.exception() is not None and not self.finished.done():
+            self.finished.set_exception(server.exception())
 
     def _finish(self, status: str, reason: str) -> None:
         if self.outcome is None:
@@ -151,7 +161,7 @@ class Simulation:
             self.executor.submit(task)
             self.queues[client].append(task)
             if client not in self.servers:
-                self.servers[client] = self.loop.create_task(self._serve(client))
+                self.servers[client] = self._start(self._serve(client))
 
     async def _serve(self, client: int, resumed: bool = False) -> None:
         """A client: serve its FIFO queue, one task at a time, in virtual time.
