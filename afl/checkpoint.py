@@ -6,6 +6,7 @@ the previous checkpoint, so a kill at any moment leaves either the old or the ne
 checkpoint whole, never a partial one.
 """
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,21 @@ def load(out: Path) -> dict | None:
 
 def remove(out: Path) -> None:
     (Path(out) / NAME).unlink(missing_ok=True)
+
+
+class Request:
+    """A checkpoint asked for from another thread (the handler of a SLURM preemption signal).
+
+    ``ask`` sets ``asked``; the simulation saves at its next quiescent point and ``train`` sets
+    ``saved`` once the file is in place, or when the run ends first (nothing left to save).
+    """
+
+    def __init__(self):
+        self.asked = threading.Event()
+        self.saved = threading.Event()
+
+    def ask(self, timeout: float) -> bool:
+        """Ask for a checkpoint and wait for it; False if none was written within ``timeout`` s."""
+        self.saved.clear()
+        self.asked.set()
+        return self.saved.wait(timeout)

@@ -90,12 +90,14 @@ def provenance(cfg: Config, started: dt.datetime, device) -> dict:
     }
 
 
-def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) -> dict:
+def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
+          request: checkpoint.Request | None = None) -> dict:
     """Run one simulation; write updates/evals/clients Parquet tables and run.json into ``out``.
 
     Resumes from the checkpoint in ``out`` unless ``restart``; a finished run of the same
     config is not run again. Nothing is written before the data and model are ready; a run
     that fails after that writes run.json with status ``failed`` and keeps its checkpoint.
+    ``request``: lets another thread ask for a checkpoint now (``afl.launch`` on preemption).
     """
     out = Path(out)
     check_output_dir(out)
@@ -140,9 +142,13 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
     def on_checkpoint(state):
         checkpoint.save({"config_hash": config_hash(cfg), "simulation": state, "recorder": rec.state_dict(),
                          "wall_time": time.perf_counter() - wall0}, out)
+        if request is not None and request.asked.is_set():
+            request.asked.clear()
+            request.saved.set()
 
     sim = Simulation(cfg, rule, LazyExecutor(workload), x0, fed.sizes, fed.rates, fed.routing,
-                     workload.steps, on_update, on_eval, on_checkpoint)
+                     workload.steps, on_update, on_eval, on_checkpoint,
+                     request.asked.is_set if request is not None else lambda: False)
     if saved is not None:
         sim.load_state_dict(saved["simulation"])
         rec.load_state_dict(saved["recorder"])
@@ -180,4 +186,6 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False) 
     }
     recorder.write_json(info, out / "run.json")
     checkpoint.remove(out)
+    if request is not None:
+        request.saved.set()  # the run is over: whoever waits for a checkpoint need not
     return info

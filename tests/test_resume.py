@@ -265,3 +265,38 @@ def test_completed_run_is_not_run_again(tmp_path, shared_data_root, capsys):
     assert (out / "updates.parquet").stat().st_mtime_ns == stamp
     assert main(["train", str(config), "--out", str(out), "--quiet", "--restart"]) == 0
     assert (out / "updates.parquet").stat().st_mtime_ns != stamp
+
+
+def test_checkpoint_asked_from_another_thread_is_written_at_once_and_resumes_exactly(
+        tmp_path, shared_data_root, monkeypatch):
+    """What ``afl.launch`` does on SLURM's USR2: ask the running simulation for a checkpoint now."""
+    import shutil
+    import threading
+
+    cfg = load_config(raw_config(shared_data_root, "fedbuff", updates=400, checkpoint_every=None,
+                                 checkpoint_minutes=60.0))
+    train(cfg, tmp_path / "whole", progress=False)
+    save, saved_versions = checkpoint.save, []
+
+    def save_and_keep(state, folder):
+        save(state, folder)
+        saved_versions.append(state["simulation"]["version"])
+        shutil.copy(folder / checkpoint.NAME, tmp_path / "asked.pt")
+
+    monkeypatch.setattr(checkpoint, "save", save_and_keep)
+    request = checkpoint.Request()
+    worker = threading.Thread(target=train, args=(cfg, tmp_path / "run"), kwargs={"progress": False,
+                                                                                  "request": request})
+    worker.start()
+    while not (tmp_path / "run").exists():  # created once data and model are ready
+        time.sleep(0.01)
+    time.sleep(0.3)  # into the run
+    assert request.ask(timeout=60)
+    worker.join()
+    assert len(saved_versions) == 1 and 0 < saved_versions[0] < 400, saved_versions
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "asked.pt", resumed / checkpoint.NAME)
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert train(cfg, resumed, progress=False)["resumed"]
+    assert_same_tables(tmp_path / "whole", resumed)

@@ -75,7 +75,8 @@ class Simulation:
 
     def __init__(self, cfg: Config, rule, executor, x0: torch.Tensor, sizes: np.ndarray,
                  rates: np.ndarray, routing: np.ndarray, steps: Callable[[int], int],
-                 on_update: Callable, on_eval: Callable, on_checkpoint: Callable | None = None):
+                 on_update: Callable, on_eval: Callable, on_checkpoint: Callable | None = None,
+                 requested: Callable[[], bool] = lambda: False):
         self.cfg, self.rule, self.executor = cfg, rule, executor
         self.sizes, self.rates, self.steps = sizes, rates, steps
         self.on_update, self.on_eval = on_update, on_eval
@@ -103,6 +104,7 @@ class Simulation:
         self.checkpoint_seconds = run.checkpoint_minutes * 60 if on_checkpoint else math.inf
         self.last_checkpoint = time.monotonic()
         self.checkpoint_due = False
+        self.requested = requested  # a checkpoint asked for from outside (a preemption signal)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -242,7 +244,7 @@ class Simulation:
 
     def _quiescent(self) -> None:
         """Called by the clock before it jumps: nothing is half done, so the state is whole."""
-        if self.checkpoint_due and self.outcome is None:
+        if (self.checkpoint_due or self.requested()) and self.outcome is None:
             self.checkpoint_due = False
             self.on_checkpoint(self.state_dict())
             self.last_checkpoint = time.monotonic()
