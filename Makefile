@@ -1,13 +1,19 @@
-# make test: set up .venv (torch CPU wheel + the package) and run the test suite.
-# make demo: set up and run the demo.
+# make test: set up .venv (torch CPU wheel + the package) and the slurm profile, run the test suite.
+# make demo: set up, then run the demo grid (workflow/config/demo.yaml) on this machine: MNIST from
+#            $AFL_DATA_ROOT (else downloaded into ./data), figures in results/figures/, report in
+#            results/report.html.
+# make profile: install the Snakemake profile `slurm` (cluster/profiles/slurm) for this user.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Where Snakemake finds `--profile NAME`: the user's Snakemake config folder.
+PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+DEMO := --profile cluster/profiles/local --configfile workflow/config/demo.yaml
 
-.PHONY: setup test demo clean
+.PHONY: setup profile test demo clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed profile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +22,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+profile: $(PROFILE_DIR)/slurm/config.yaml
+
+# Never overwrite someone else's `slurm` profile: ours starts with the line "# afl slurm profile".
+$(PROFILE_DIR)/slurm/config.yaml: cluster/profiles/slurm/config.yaml
+	@if [ -e $@ ] && ! head -n 1 $@ | grep -q '^# afl slurm profile'; then \
+		echo "$@ exists and is not afl's: move it away, or run make profile PROFILE_DIR=..." >&2; exit 1; fi
+	mkdir -p $(@D)
+	cp $< $@
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/afl train configs/mnist-small.yaml --out results/demo
+	$(VENV)/bin/afl data download mnist --quiet
+	$(VENV)/bin/snakemake $(DEMO)
+	$(VENV)/bin/snakemake $(DEMO) --report results/report.html
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache .snakemake

@@ -1,4 +1,4 @@
-"""The command line: ``afl train | validate | data download | queue predict | queue optimize``.
+"""The command line: ``afl train | validate | launch | data download | queue predict | queue optimize``.
 
 Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
 ``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.
@@ -82,9 +82,10 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=cmd_data_download)
 
-    from afl import queue_cli
+    from afl import launch, queue_cli
 
     queue_cli.add_parser(sub, config_args)
+    launch.add_parser(sub, config_args)
     return p
 
 

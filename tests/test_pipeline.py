@@ -1,0 +1,204 @@
+"""The workflow (issue 3) on this machine: the workflow config's schema and every cell's config are
+checked before anything runs, cell names are stable and follow the config, and a tiny grid runs
+through Snakemake (local profile) to aggregated tables, figures (a diverged cell marked, not a
+crash) and an HTML report; a rerun does nothing and a changed base config reruns its cells.
+SLURM runs of the same workflow: tests/test_pipeline_slurm.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from afl import pipeline
+from afl.config import config_hash, load_config
+from afl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+# A run of a few seconds: logistic regression on FedProx Synthetic, 4 clients, 2 steps per task.
+TINY = {"data": {"name": "synthetic", "num_clients": 4}, "client": {"steps": 2, "batch_size": 16},
+        "algorithm": {"concurrency": 2}, "run": {"rounds": 6, "eval_every": 2}}
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | None = None):
+    """Snakemake on the repository's Snakefile, with results under ``workdir``."""
+    profile_arg = str(REPO / "cluster" / "profiles" / profile) if profile == "local" else profile
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--profile", profile_arg, *args],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+
+
+def train_jobs(output: str) -> int:
+    """How many train jobs a Snakemake run (or dry run) scheduled."""
+    return len(re.findall(r"^(?:local)?rule train:$", output, flags=re.MULTILINE))
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("afl pipeline: error:")]
+
+
+# ------------------------------------------------------------------ cells: names and validation
+
+
+def test_cell_names_are_stable_and_follow_the_config(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    spec = {"config": str(base), "grid": {"algorithm.name": ["afl", "sfl"], "seed": [0, 1]}}
+    cells = pipeline.experiment_cells("e", spec, tmp_path)
+    names = [c.name for c in cells]
+    expected_hash = config_hash(load_config(TINY, ["algorithm.name=\"sfl\"", "seed=1"]))
+    assert names[3] == f"algorithm.name=sfl__seed=1__{expected_hash}"
+    assert len(set(names)) == 4
+    # The same cells whatever the order of the grid's keys, and on every expansion.
+    swapped = {"config": str(base), "grid": {"seed": [0, 1], "algorithm.name": ["afl", "sfl"]}}
+    assert sorted(c.name for c in pipeline.experiment_cells("e", swapped, tmp_path)) == sorted(names)
+    assert [c.name for c in pipeline.experiment_cells("e", spec, tmp_path)] == names
+    # A changed config (the base file, or a fixed override) renames every cell: same overrides, new hash.
+    write_yaml(base, {**TINY, "client": {**TINY["client"], "lr": 0.1}})
+    changed = [c.name for c in pipeline.experiment_cells("e", spec, tmp_path)]
+    fixed = [c.name for c in pipeline.experiment_cells("e", {**spec, "set": {"run.rounds": 7}}, tmp_path)]
+    for other in (changed, fixed):
+        assert [n.rsplit("__", 1)[0] for n in other] == [n.rsplit("__", 1)[0] for n in names]
+        assert not set(other) & set(names)
+    # Columns: the standard ones and every varied key, with each cell's resolved value.
+    assert cells[3].columns == {"algorithm.name": "sfl", "algorithm.concurrency": 2, "seed": 1}
+
+
+def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    spec = {"config": str(base), "grid": {"algorithm.concurrency": [2, 5]}}
+    with pytest.raises(ConfigError) as excinfo:
+        pipeline.experiment_cells("e", spec, tmp_path)
+    assert str(excinfo.value) == (
+        "experiments.e (cell algorithm.concurrency=5): algorithm.concurrency: 5 tasks in flight but only 4 "
+        "clients and selection without replacement; fix: lower it to at most 4 or set algorithm.selection: "
+        "with_replacement")
+    with pytest.raises(ConfigError, match=r"^experiments.e: cells .* are the same run"):
+        pipeline.experiment_cells("e", {**spec, "grid": {"seed": [0, 0]}}, tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"experiments": {"e": {"grid": {"seed": 0}}}},
+     "experiments.e.grid.seed: 0 is not of type 'array'; fix: see workflow/schemas/config.schema.yaml"),
+    ({"slurm": {"gpu": 1}},
+     "slurm: Additional properties are not allowed ('gpu' was unexpected); "
+     "fix: see workflow/schemas/config.schema.yaml"),
+    ({"experiments": {"e": {"grid": {"algorithm.concurrency": [2, 5]}}}},
+     "experiments.e (cell algorithm.concurrency=5): algorithm.concurrency: 5 tasks in flight but only 4 "
+     "clients and selection without replacement; fix: lower it to at most 4 or set algorithm.selection: "
+     "with_replacement"),
+    ({"figures": {"f": {"kind": "curves", "experiment": "e", "select": {"seed": 3}}}},
+     "figures.f.select: no cell of experiment e has seed=3; fix: select values that the experiment's grid contains"),
+])
+def test_bad_workflow_config_stops_before_any_job(tmp_path: Path, change: dict, message: str) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    config = {"experiments": {"e": {"config": str(base), "grid": {"seed": [0, 1]}}}}
+    for key, value in change.items():
+        if key == "experiments":
+            config["experiments"]["e"].update(value["e"])
+        else:
+            config[key] = value
+    result = snakemake(tmp_path, "--configfile", str(write_yaml(tmp_path / "wf.yaml", config)))
+    assert result.returncode != 0
+    assert error_lines(result) == [f"afl pipeline: error: {message}"], result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# ------------------------------------------------------------------ a tiny grid, end to end
+
+
+def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    config = {
+        "threads": 1,
+        "experiments": {"tiny": {
+            "config": str(base),
+            "variants": [{"algorithm.name": "afl", "seed": 0}, {"algorithm.name": "afl", "seed": 1},
+                         {"algorithm.name": "sfl", "seed": 0},
+                         {"algorithm.name": "afl", "client.lr": 1.0e30, "seed": 0}],  # diverges at once
+        }},
+        "figures": {
+            "curves": {"kind": "curves", "experiment": "tiny", "y": ["server_loss", "test_acc"],
+                       "x": ["round", "time"]},
+            "participation": {"kind": "participation", "experiment": "tiny", "select": {"algorithm.name": "afl"}},
+            "staleness": {"kind": "staleness", "experiment": "tiny"},
+        },
+    }
+    wf = write_yaml(tmp_path / "wf.yaml", config)
+    result = snakemake(tmp_path, "--configfile", str(wf), "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert train_jobs(result.stdout + result.stderr) == 4
+
+    tables = {k: pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / f"{k}.parquet")
+              for k in ("runs", "evals", "updates", "clients")}
+    runs = tables["runs"].set_index("cell")
+    assert len(runs) == 4
+    assert {"status", "algorithm.name", "algorithm.concurrency", "seed", "client.lr", "final_test_acc"} <= set(runs.columns)
+    assert set(runs["status"]) == {"completed", "diverged"}
+    assert (runs["status"] == "diverged").sum() == 1
+    assert (runs.loc[runs["status"] == "diverged", "client.lr"] == 1e30).all()
+    assert (runs.loc[runs["status"] == "completed", "client.lr"] == 0.05).all()  # the default client.lr
+    for kind in ("evals", "updates", "clients"):
+        assert set(tables[kind]["cell"]) == set(runs.index)
+        assert {"algorithm.name", "seed", "status"} <= set(tables[kind].columns)
+    # A round is m = 2 results; every completed cell ran its 6 rounds.
+    finished = tables["updates"][tables["updates"]["status"] == "completed"]
+    assert (finished.groupby("cell")["round"].max() == 6).all()
+    assert (finished.groupby(["cell", "round"]).size() == 2).all()
+    sfl = tables["updates"][tables["updates"]["algorithm.name"] == "sfl"]
+    assert (sfl["staleness"] == 0).all()
+
+    figures = tmp_path / "results" / "figures"
+    for name in ("curves", "participation", "staleness"):
+        assert (figures / f"{name}.png").stat().st_size > 10_000
+        assert (figures / f"{name}.pdf").stat().st_size > 1_000
+    assert "figure curves: marked 1 diverged cell(s): X diverged: afl, m=2, lr=1e+30, seed 0" in result.stderr
+
+    report = tmp_path / "report.html"
+    made = snakemake(tmp_path, "--configfile", str(wf), "--report", str(report))
+    assert made.returncode == 0, made.stdout + made.stderr
+    html = report.read_text()
+    for name in ("curves.png", "participation.png", "staleness.png"):
+        assert name in html
+
+    # Nothing to do on a rerun; a changed base config gives every cell a new name and reruns them.
+    again = snakemake(tmp_path, "--configfile", str(wf), "--dry-run")
+    assert again.returncode == 0 and train_jobs(again.stdout) == 0, again.stdout
+    write_yaml(base, {**TINY, "run": {**TINY["run"], "rounds": 5}})
+    changed = snakemake(tmp_path, "--configfile", str(wf), "--dry-run")
+    assert changed.returncode == 0 and train_jobs(changed.stdout) == 4, changed.stdout
+
+
+# ------------------------------------------------------------------ environments
+
+
+def test_pinned_requirements_match_pyproject_and_conda_env() -> None:
+    import tomllib
+
+    declared = {Requirement(r).name.lower(): Requirement(r)
+                for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    lines = [line.strip() for line in (REPO / "envs" / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    pinned = {Requirement(line).name.lower(): Requirement(line) for line in lines}
+    assert set(pinned) == set(declared)
+    for name, req in pinned.items():
+        (spec,) = req.specifier
+        assert spec.operator == "==", req
+        assert declared[name].specifier.contains(spec.version), (req, declared[name])
+    conda = yaml.safe_load((REPO / "envs" / "afl.yaml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert pip == lines
+    assert "python=3.11" in conda["dependencies"]

@@ -1,0 +1,74 @@
+"""Aggregation rule (issue 3): one experiment's cells into one tidy Parquet table per kind.
+
+Inputs: each cell's ``launch.json`` (its folder holds ``run.json``, ``evals``/``updates``/
+``clients.parquet``; README "Results layout"). Outputs, each cell's rows concatenated with the
+columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordinates
+(``afl.pipeline.Cell.columns``: its overrides plus algorithm.name, algorithm.concurrency, seed):
+
+- ``runs``: one row per cell from run.json (status, reason, updates, virtual_time, wall_time,
+  final_test_acc, config_hash);
+- ``evals``: plus ``round`` = results applied by that version / m;
+- ``updates``: plus ``result`` (0-based order of application) and ``round`` = result // m + 1,
+  a round being m results (m = algorithm.concurrency), as for the run's budget;
+- ``clients``: as written by the run.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from afl.recorder import write_parquet
+
+RUN_FIELDS = ("status", "reason", "updates", "virtual_time", "wall_time", "final_test_acc", "config_hash")
+
+
+def column_values(values: list) -> list:
+    """Scalars of one Python type stay as they are; lists, mappings and mixed types become JSON text."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {int, float} or len(kinds) == 1 and kinds <= {bool, str}:
+        return values
+    return [json.dumps(v) if v is not None else None for v in values]
+
+
+def with_cell(frame: pd.DataFrame, cell: str, status: str, columns: dict) -> pd.DataFrame:
+    front = pd.DataFrame({"cell": cell, "status": status, **{k: [v] * len(frame) for k, v in columns.items()}},
+                         index=frame.index)
+    return pd.concat([front, frame], axis=1)
+
+
+def rounds(updates: pd.DataFrame, evals: pd.DataFrame, m: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    updates = updates.reset_index(drop=True)
+    updates.insert(0, "result", np.arange(len(updates)))
+    updates.insert(1, "round", updates["result"] // m + 1)
+    applied = np.searchsorted(np.sort(updates["version"].to_numpy()), evals["version"].to_numpy(), side="right")
+    evals = evals.copy()
+    evals.insert(1, "round", applied / m)
+    return updates, evals
+
+
+def main(cells: dict, markers: list[str], out: dict) -> None:
+    frames = {"runs": [], "evals": [], "updates": [], "clients": []}
+    names = [Path(marker).parent.name for marker in markers]
+    keys = list(dict.fromkeys(k for columns in cells.values() for k in columns))
+    values = {k: dict(zip(names, column_values([cells[name].get(k) for name in names]))) for k in keys}
+    for name, marker in zip(names, markers):
+        folder = Path(marker).parent
+        columns = {k: values[k][name] for k in keys}
+        run = json.loads((folder / "run.json").read_text())
+        status = run["status"]
+        summary = pd.DataFrame([{k: run.get(k) for k in RUN_FIELDS if k != "status"}])
+        frames["runs"].append(with_cell(summary, name, status, columns))
+        updates, evals = rounds(pd.read_parquet(folder / "updates.parquet"),
+                                pd.read_parquet(folder / "evals.parquet"), int(columns["algorithm.concurrency"]))
+        frames["updates"].append(with_cell(updates, name, status, columns))
+        frames["evals"].append(with_cell(evals, name, status, columns))
+        frames["clients"].append(with_cell(pd.read_parquet(folder / "clients.parquet"), name, status, columns))
+    for kind, parts in frames.items():
+        write_parquet(pd.concat(parts, ignore_index=True), Path(out[kind]))
+
+
+if __name__ == "__main__":
+    main(snakemake.params.cells, list(snakemake.input),  # noqa: F821
+         {kind: getattr(snakemake.output, kind) for kind in ("runs", "evals", "updates", "clients")})  # noqa: F821

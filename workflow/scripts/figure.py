@@ -1,0 +1,217 @@
+"""Figure rules (issue 3; SPEC section 6): one figure from one experiment's aggregated tables.
+
+Kinds (``figures.<name>.kind`` in the workflow config):
+
+- ``curves``: the metrics ``y`` over ``x``, one panel each. ``server_loss`` is the first seed's
+  server loss, the mean local training loss of a round's m results (from ``updates``);
+  ``test_acc`` and ``test_loss`` come from ``evals``. ``round``: m results applied (m =
+  algorithm.concurrency, clients per round for sfl/afl); ``time``: virtual time, each run's
+  curve interpolated onto a common grid up to the end of the group's shortest run. SPEC 6.1
+  (server loss and test accuracy over rounds), 6.3 (server loss for 3..8 clients per round),
+  6.4 (asynchronous vs synchronous over rounds and over virtual wall-clock time).
+- ``participation``: tasks applied per client (SPEC 6.2).
+- ``staleness``: histogram of the staleness of applied results, one panel per algorithm (group).
+
+Cells that differ only in their seed form a group: one line, bar colour or panel, named by the
+algorithm, m and every other grid key that varies among the selected cells. Lines and bars are
+the mean over seeds with a 95% bootstrap confidence band (seaborn). A diverged cell is not drawn
+(its last values are meaningless); an X at the top of a panel marks where it diverged and a note
+under the figure names it.
+"""
+
+import math
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from afl import figures
+
+STANDARD = ("algorithm.name", "algorithm.concurrency", "seed")
+SHORT = {"algorithm.concurrency": "m"}
+Y_LABEL = {"server_loss": "server loss (NLL, nats)", "test_acc": "test accuracy (%)",
+           "test_loss": "test loss (NLL, nats)"}
+X_LABEL = {"round": "round (m results applied)", "time": "virtual time (mean task durations)"}
+TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss"}
+CI = ("ci", 95)
+TIME_POINTS = 150
+PANEL = (4.4, 3.2)  # inches per panel
+
+
+def select(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for key, value in (spec.get("select") or {}).items():
+        mask &= frame[key].isin(value if isinstance(value, list) else [value])
+    return frame[mask]
+
+
+def groups(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, list[str], str]:
+    """Each cell's group label, the labels in plotting order, and the legend title.
+
+    A label names the algorithm, m, and each further grid key that splits the groups further
+    (a key that only follows the algorithm, like client.epochs for asyncsgd, is left out).
+    """
+    text = runs.astype(str)
+    varying = []
+    for key in (k for k in keys if k not in STANDARD):
+        before = len(text.groupby(["algorithm.name", "algorithm.concurrency", *varying], dropna=False))
+        if len(text.groupby(["algorithm.name", "algorithm.concurrency", *varying, key], dropna=False)) > before:
+            varying.append(key)
+    ordered = runs.sort_values(["algorithm.name", "algorithm.concurrency", *varying])
+
+    def label(row) -> str:
+        parts = [str(row["algorithm.name"]), f"m={row['algorithm.concurrency']}"]
+        return ", ".join(parts + [f"{SHORT.get(k, k.split('.')[-1])}={row[k]}" for k in varying])
+
+    labels = ordered.apply(label, axis=1)
+    labels.index = ordered["cell"]
+    title = ", ".join(["rule", "m = clients per round"] + [f"{SHORT.get(k, k.split('.')[-1])} = {k}" for k in varying])
+    return labels, list(dict.fromkeys(labels)), title
+
+
+def diverged_note(runs: pd.DataFrame, label_of: pd.Series) -> list[str]:
+    bad = runs[runs["status"] != "completed"]
+    return [f"X diverged: {label_of[r.cell]}, seed {r.seed} ({r.reason})" for r in bad.itertuples()]
+
+
+def metric(tables: dict, y: str, cells: pd.Index) -> pd.DataFrame:
+    """Per cell: columns cell, round, time, value of metric ``y``."""
+    if y == "server_loss":
+        u = tables["updates"][tables["updates"]["cell"].isin(cells)]
+        per = u.groupby(["cell", "round"], as_index=False).agg(value=("train_loss", "mean"), time=("time", "max"))
+    else:
+        e = tables["evals"][tables["evals"]["cell"].isin(cells)]
+        per = e[["cell", "round", "time"]].assign(value=e[y] * (100 if y == "test_acc" else 1))
+    return per.replace([np.inf, -np.inf], np.nan).dropna(subset=["value"])
+
+
+def on_time_grid(per: pd.DataFrame, label_of: pd.Series) -> pd.DataFrame:
+    """Each run's (time, value) curve interpolated onto one grid per group (to its shortest run's end)."""
+    parts = []
+    for _, group in per.groupby(per["cell"].map(label_of)):
+        grid = np.linspace(0.0, group.groupby("cell")["time"].max().min(), TIME_POINTS)
+        for cell, run in group.groupby("cell"):
+            run = run.sort_values("time")
+            inside = grid[grid >= run["time"].iloc[0]]
+            parts.append(pd.DataFrame({"cell": cell, "x": inside,
+                                       "value": np.interp(inside, run["time"], run["value"])}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "x", "value"])
+
+
+def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """Round and virtual time at which each diverged cell stopped."""
+    bad = runs[runs["status"] != "completed"]
+    u = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])]
+    last = u.groupby("cell").agg(round=("round", "max"), time=("time", "max"))
+    return bad.set_index("cell")[[]].join(last).fillna(0.0)
+
+
+def legend(fig, labels: list[str], palette: dict, runs: pd.DataFrame, label_of: pd.Series, title: str,
+           marker: str = "line") -> None:
+    """One legend for the figure; a group whose every run diverged says so; X marks divergence (lines)."""
+    handles = [Line2D([], [], color=palette[lab], lw=2) if marker == "line" else
+               Line2D([], [], color=palette[lab], marker="s", ls="none", markersize=8) for lab in labels]
+    finished = set(runs.loc[runs["status"] == "completed", "cell"].map(label_of))
+    texts = [lab if lab in finished else f"{lab} (diverged)" for lab in labels]
+    if marker == "line" and (runs["status"] != "completed").any():
+        handles.append(Line2D([], [], color="0.3", marker="X", ls="none", markersize=8))
+        texts.append("run diverged here")
+    fig.legend(handles, texts, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    ys, xs = spec["y"], spec["x"]
+    fig, axes = plt.subplots(len(ys), len(xs), figsize=(PANEL[0] * len(xs), PANEL[1] * len(ys)), squeeze=False)
+    finished = pd.Index(runs.loc[runs["status"] == "completed", "cell"])
+    stops = divergence_points(tables, runs)
+    for i, y in enumerate(ys):
+        per = metric(tables, y, finished)
+        for j, x in enumerate(xs):
+            ax = axes[i, j]
+            data = per.rename(columns={"round": "x"}) if x == "round" else on_time_grid(per, label_of)
+            data = data.assign(group=data["cell"].map(label_of))
+            present = [lab for lab in order if lab in set(data["group"])]
+            if present:
+                sns.lineplot(data=data, x="x", y="value", hue="group", hue_order=present, palette=palette,
+                             errorbar=CI, ax=ax, legend=False)
+            for cell, stop in stops.iterrows():
+                ax.plot(stop[x], 0.96, marker="X", color=palette[label_of[cell]], markersize=9, ls="none",
+                        transform=ax.get_xaxis_transform(), clip_on=False)
+            if x == "round":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel(X_LABEL[x])
+            ax.set_ylabel(Y_LABEL[y])
+            ax.set_title(f"{TITLE[y]} over {'rounds' if x == 'round' else 'virtual time'}")
+    legend(fig, order, palette, runs, label_of, spec["legend_title"])
+    return fig
+
+
+def participation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    finished = runs.loc[runs["status"] == "completed", "cell"]
+    data = tables["clients"][tables["clients"]["cell"].isin(finished)]
+    data = data.assign(group=data["cell"].map(label_of))
+    n = data["client"].nunique() if len(data) else 1
+    fig, ax = plt.subplots(figsize=(max(PANEL[0], 0.45 * n * max(1, data["group"].nunique())), PANEL[1]))
+    present = [lab for lab in order if lab in set(data["group"])]
+    if present:
+        sns.barplot(data=data, x="client", y="tasks", hue="group", hue_order=present, palette=palette,
+                    errorbar=CI, ax=ax, legend=False)
+    ax.set_xlabel("client")
+    ax.set_ylabel("tasks applied per run (count)")
+    ax.set_title("client participation")
+    legend(fig, order, palette, runs, label_of, spec["legend_title"], marker="bar")
+    return fig
+
+
+def staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    cols = min(len(order), 4)
+    rows = math.ceil(len(order) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), squeeze=False, sharey=True)
+    finished = set(runs.loc[runs["status"] == "completed", "cell"])
+    updates = tables["updates"][tables["updates"]["cell"].isin(runs["cell"])]
+    for ax, lab in zip(axes.flat, order):
+        mine = [c for c in runs["cell"] if label_of[c] == lab]
+        data = updates[updates["cell"].isin([c for c in mine if c in finished])]
+        seeds = runs[runs["cell"].isin(data["cell"].unique())]["seed"].nunique()
+        if len(data):
+            sns.histplot(data=data, x="staleness", discrete=True, stat="probability", color=palette[lab], ax=ax)
+            ax.axvline(data["staleness"].mean(), color="0.2", ls="--", lw=1)
+            ax.set_title(f"{lab}\nmean staleness {data['staleness'].mean():.2f} ({seeds} seed{'s' * (seeds != 1)})")
+        else:
+            ax.set_title(f"{lab}\nevery run diverged")
+        if any(c not in finished for c in mine):
+            ax.plot(0.97, 0.96, marker="X", color=palette[lab], markersize=9, transform=ax.transAxes, clip_on=False)
+        ax.set_xlabel("staleness tau (server updates)")
+        ax.set_ylabel("share of applied results")
+    for ax in list(axes.flat)[len(order):]:
+        ax.set_visible(False)
+    return fig
+
+
+KINDS = {"curves": curves, "participation": participation, "staleness": staleness}
+
+
+def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None:
+    figures.style()
+    tables = {kind: pd.read_parquet(path) for kind, path in inputs.items()}
+    runs = select(tables["runs"], spec)
+    label_of, order, legend_title = groups(runs, keys)
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    spec = {**spec, "legend_title": legend_title}
+    fig = KINDS[spec["kind"]](spec, tables, runs, label_of, order, palette)
+    fig.suptitle(spec.get("title") or name, y=1.02)
+    notes = diverged_note(runs, label_of)
+    if notes:
+        fig.text(0.01, 0.0, "\n".join(notes), ha="left", va="top", fontsize=8)
+        print(f"figure {name}: marked {len(notes)} diverged cell(s): " + "; ".join(notes), file=sys.stderr)
+    figures.save(fig, png)
+
+
+if __name__ == "__main__":
+    main(snakemake.wildcards.figure, dict(snakemake.params.spec), list(snakemake.params.columns),  # noqa: F821
+         {kind: getattr(snakemake.input, kind) for kind in ("runs", "evals", "updates", "clients")},  # noqa: F821
+         snakemake.output.png)  # noqa: F821
