@@ -1,21 +1,25 @@
 """Checkpoints: a run's whole state in one file, written atomically, loaded without code execution.
 
+This module imports torch only when it saves or loads, so that the login-node launcher
+(``afl.launch``) can use its names and ``finished_run`` cheaply.
+
 The file holds plain data and tensors only (``torch.save``; loaded with ``weights_only=True``,
 which refuses anything else). It is written to a temporary name, fsynced and renamed over
 the previous checkpoint, so a kill at any moment leaves either the old or the new
 checkpoint whole, never a partial one.
 """
 
+import json
 import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from afl.errors import AflError
 from afl.recorder import replace_atomically, tmp_name
 
 NAME = "checkpoint.pt"
+FINAL = ("completed", "diverged")  # a run with this status is not run again: the same config ends the same way
 
 
 def plain(obj):
@@ -30,6 +34,8 @@ def plain(obj):
 
 
 def save(state: dict, out: Path) -> None:
+    import torch
+
     path = Path(out) / NAME
     tmp = tmp_name(path)
     torch.save(plain(state), tmp)
@@ -44,11 +50,22 @@ def load(out: Path) -> dict | None:
     path = out / NAME
     if not path.exists():
         return None
+    import torch
+
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # a damaged file: say which, and how to start over
         raise AflError(f"{path}: unreadable checkpoint ({type(exc).__name__}); "
                        "fix: rerun with --restart to start from scratch") from None
+
+
+def finished_run(out: Path, config_hash: str) -> dict | None:
+    """run.json of a finished (``FINAL`` status) run of the config with this hash in ``out``, if any."""
+    try:
+        info = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info.get("config_hash") == config_hash and info.get("status") in FINAL else None
 
 
 def remove(out: Path) -> None:

@@ -4,7 +4,6 @@
 to a temporary name first and renamed into place, so Snakemake never sees a partial figure.
 """
 
-import os
 from pathlib import Path
 
 import matplotlib

@@ -19,7 +19,6 @@ fix, then the tail of the job's log. With ``--executor local`` the run happens i
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -30,11 +29,11 @@ import submitit
 import yaml
 from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
 
+from afl import checkpoint
 from afl.config import Config, config_hash, load_config, to_dict
 from afl.errors import AflError
 from afl.pipeline import slurm_settings
 
-CHECKPOINT = "checkpoint.pt"  # afl.checkpoint.NAME; not imported, as afl.checkpoint loads torch
 DEFAULT_SLURM = Path(__file__).resolve().parents[1] / "cluster" / "slurm.yaml"
 SUMMARY = ("status", "reason", "config_hash", "updates", "virtual_time", "wall_time", "final_test_acc")
 # sacct states of a job that may still produce a result (anything else is final).
@@ -66,7 +65,6 @@ class TrainCell(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
-        from afl import checkpoint
         from afl.train import train
 
         if self.threads:
@@ -93,23 +91,13 @@ class TrainCell(submitit.helpers.Checkpointable):
         """USR2 (preemption or time limit): checkpoint now, then resubmit this same call (it resumes)."""
         request = self.__dict__.pop("_request", None)  # not pickled with the resubmitted call
         if request is not None and request.ask(timeout=CHECKPOINT_WAIT_S):
-            resume = f"the {CHECKPOINT} just written"
-        elif (Path(self.out) / CHECKPOINT).exists():
-            resume = f"the last {CHECKPOINT} (none written within {CHECKPOINT_WAIT_S} s of the signal)"
+            resume = f"the {checkpoint.NAME} just written"
+        elif (Path(self.out) / checkpoint.NAME).exists():
+            resume = f"the last {checkpoint.NAME} (none written within {CHECKPOINT_WAIT_S} s of the signal)"
         else:
             resume = "the start (no checkpoint yet)"
         print(f"afl launch: USR2: requeueing {self.out}; the run resumes from {resume}", file=sys.stderr, flush=True)
         return super().checkpoint(*args, **kwargs)
-
-
-def finished_run(out: Path, hash_: str) -> dict | None:
-    """run.json of a finished (completed or diverged) run of the config with hash ``hash_`` in ``out``."""
-    try:
-        info = json.loads((Path(out) / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    done = info.get("config_hash") == hash_ and info.get("status") in ("completed", "diverged")
-    return info if done else None
 
 
 def sacct_state(job_id: str) -> tuple[str, str]:
@@ -147,7 +135,7 @@ def _log_tail(job: submitit.Job) -> str:
 def failure(job: submitit.Job, name: str, error: Exception, out: Path, max_requeue: int) -> str:
     """The JobFailed message: state, what happened and the fix on the first line, then the log tail."""
     state, exit_code = final_state(job.job_id)
-    kept = f"its checkpoint {out / CHECKPOINT} is kept" if (out / CHECKPOINT).exists() else \
+    kept = f"its checkpoint {out / checkpoint.NAME} is kept" if (out / checkpoint.NAME).exists() else \
         "no checkpoint was written yet (run.checkpoint_minutes)"
     if "timed-out too many times" in str(error) or state == "TIMEOUT":
         head = (f"cell {name}: SLURM job {job.job_id} ended {state}: it reached its time limit more than "
@@ -218,7 +206,7 @@ def launch(cfg: Config, out: Path, name: str, executor: str = "local", slurm: di
            threads: int | None = None) -> dict:
     """Run ``cfg`` into ``out`` (``executor`` local: here; slurm: as a job); return its summary."""
     out = Path(out).resolve()
-    if (info := finished_run(out, config_hash(cfg))) is not None:
+    if (info := checkpoint.finished_run(out, config_hash(cfg))) is not None:
         return {**{k: info.get(k) for k in SUMMARY}, "executor": executor, "job_id": None}
     if executor == "local":
         return {**TrainCell(to_dict(cfg), str(out), threads)(), "executor": "local", "job_id": None}

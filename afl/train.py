@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import subprocess
@@ -62,19 +61,6 @@ def _commit() -> str | None:
         return None
 
 
-def finished_run(out: Path, cfg: Config) -> dict | None:
-    """run.json of a completed or diverged run of this very config in ``out``, if there is one.
-
-    Both are final: the same config and seed diverge again at the same update.
-    """
-    try:
-        info = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    same = info.get("config_hash") == config_hash(cfg) and info.get("status") in ("completed", "diverged")
-    return info if same else None
-
-
 def provenance(cfg: Config, started: dt.datetime, device) -> dict:
     """What run.json says of every run, whatever its outcome: config, seed, versions, where and when."""
     return {
@@ -103,7 +89,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     check_output_dir(out)
     if restart:
         checkpoint.remove(out)
-    elif (done := finished_run(out, cfg)) is not None:
+    elif (done := checkpoint.finished_run(out, config_hash(cfg))) is not None:
         return done | {"skipped": True}
     saved = None if restart else checkpoint.load(out)
     if saved is not None and saved["config_hash"] != config_hash(cfg):
