@@ -1,0 +1,101 @@
+"""Preemption on a real SLURM: a cell preempted mid-run by a job of the `urgent` partition
+checkpoints (USR2), is requeued, resumes, and writes exactly the tables of an uninterrupted run;
+a cell that reaches its time limit more often than allowed fails with a clear message and keeps
+its checkpoint. Skipped without a cluster, unless AFL_REQUIRE_SLURM=1 (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from test_resume import assert_same_tables
+from test_slurm_cluster import PARTITION, require_slurm, wait_until
+
+from afl import checkpoint
+from afl.config import load_config
+from afl.launch import DEFAULT_SLURM, JobFailed, launch
+from afl.pipeline import slurm_settings
+from afl.train import train
+
+RAW = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
+       "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
+                                                               "buffer_size": 2},
+       "run": {"updates": 240, "eval_every": 40, "checkpoint_every": 30}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _slurm() -> None:
+    require_slurm()
+
+
+def node_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True, timeout=30)
+    return int(out.stdout.split()[0])
+
+
+def start(cfg, out: Path, name: str, slurm: dict) -> tuple[threading.Thread, dict, str]:
+    """``afl launch`` of one cell on SLURM in a thread (it waits for its job); the job's id."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["info"] = launch(cfg, out, name, "slurm", slurm)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=run)
+    waiter.start()
+    job_file = out / "slurm" / "job_id"
+    job_id = wait_until(lambda: job_file.exists() and job_file.read_text().strip(), 60, "the job's submission")
+    return waiter, outcome, job_id
+
+
+def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp_path):
+    cfg = load_config(RAW)
+    train(cfg, tmp_path / "whole", progress=False)
+    cpus = node_cpus()
+    slurm = slurm_settings(DEFAULT_SLURM, {"partition": PARTITION, "gpus": 0, "cpus": cpus, "mem_gb": 1,
+                                           "time_min": 30})
+    out = tmp_path / "cell"
+    waiter, outcome, job_id = start(cfg, out, "preempted", slurm)
+    wait_until(lambda: (out / checkpoint.NAME).exists(), 180, "the cell's first checkpoint", 0.1)
+    # A job of the higher-priority partition needs the whole node: SLURM preempts the cell (USR2, requeue).
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", str(cpus), "--mem=100M",
+                             "-o", str(tmp_path / "urgent.out"), "--wrap", "sleep 3"],
+                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    waiter.join(timeout=400)
+    assert not waiter.is_alive() and "error" not in outcome, outcome
+    assert outcome["info"]["status"] == "completed" and outcome["info"]["job_id"] == job_id
+    info = json.loads((out / "run.json").read_text())
+    assert info["resumed"] is True
+    log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
+    assert "this job is preempted" in log and "resumes from the checkpoint.pt just written" in log
+    urgent_state = subprocess.run(["sacct", "-j", urgent, "-X", "-n", "-P", "-o", "State"],
+                                  capture_output=True, text=True, timeout=30).stdout.split()
+    assert urgent_state and urgent_state[0] == "COMPLETED"
+    assert_same_tables(tmp_path / "whole", out)
+
+
+def test_cell_over_its_time_limit_too_often_fails_clearly_and_keeps_its_checkpoint(tmp_path):
+    cfg = load_config(RAW)
+    slurm = slurm_settings(DEFAULT_SLURM, {"partition": PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1,
+                                           "time_min": 1, "max_requeue": 0, "signal_delay_s": 30})
+    out = tmp_path / "cell"
+    waiter, outcome, job_id = start(cfg, out, "timed-out", slurm)
+    wait_until(lambda: (out / checkpoint.NAME).exists(), 50, "the cell's first checkpoint", 0.1)
+    # The time-limit warning (USR2 within the last 10 minutes of a 1-minute job counts as a timeout).
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    waiter.join(timeout=200)
+    assert not waiter.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, JobFailed), outcome
+    first = str(error).splitlines()[0]
+    assert f"SLURM job {job_id}" in first and "max_requeue=0" in first and "is kept" in first
+    assert "fix: raise slurm time_min or max_requeue" in first
+    saved = checkpoint.load(out)
+    assert saved is not None and saved["simulation"]["version"] > 0
+    assert not (out / "run.json").exists() or json.loads((out / "run.json").read_text())["status"] != "completed"
