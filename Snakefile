@@ -20,3 +20,7 @@ rule all:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/queueing.smk"
+
+
+FIGURES += QUEUEING_FIGURES

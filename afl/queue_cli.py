@@ -18,7 +18,7 @@ update-weighted mean staleness ``sum_i p_i E[tau_i] = m - 1``.
 ``optimize`` minimises the working bound ``B(p)`` (``afl.queueing.bound``) per update
 (``--objective update``) or per unit of wall-clock time (``--objective time``) and writes
 ``{"p": [...], "objective": ..., "predicted": {...}}`` for ``algorithm.routing: FILE``.
-Its constants come from flags, from a pilot run (``--pilot N``, see ``pilot_constants``), or
+Its constants come from flags, from a pilot run (``--pilot N``, ``afl.queue_pilot``), or
 from the defaults of a unit-scale problem.
 """
 
@@ -34,10 +34,6 @@ import numpy as np
 from afl.errors import AflError
 
 MAX_ROWS = 20
-_PILOT_STREAM = 100  # purpose key of the pilot's sample streams (apart from afl.rng.Stream's)
-_PILOT_CHECKPOINTS = 4
-_PILOT_SAMPLES = 1024  # samples per client for the "full" gradients of the pilot
-_PILOT_MINIBATCHES = 8  # minibatch gradients per client for sigma^2
 
 
 # --------------------------------------------------------------------------- the network of a config
@@ -205,15 +201,14 @@ def cmd_predict(args) -> int:
 # --------------------------------------------------------------------------- optimize
 
 
-def _number(flag: str, text, positive: bool = True, allow_zero: bool = False) -> float | None:
+def _number(flag: str, text, allow_zero: bool = False) -> float | None:
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
         raise AflError(f"{flag}: expected a number, got {text!r}; fix: pass e.g. {flag} 1.0") from None
-    ok = math.isfinite(value) and (value > 0 or (allow_zero and value == 0) or not positive)
-    if not ok:
+    if not (math.isfinite(value) and (value > 0 or (allow_zero and value == 0))):
         need = ">= 0" if allow_zero else "> 0"
         raise AflError(f"{flag}: must be a finite number {need}, got {text}; fix: pass a value {need}")
     return value
@@ -231,141 +226,56 @@ def _integer(flag: str, text, minimum: int) -> int | None:
     return value
 
 
-def pilot_constants(cfg, updates: int, progress: bool = False) -> dict:
-    """Estimate ``A, L, sigma, zeta`` of the bound from ``updates`` AsyncSGD updates of the config.
+def resolve_constants(cfg, given: dict | None = None, pilot: int | None = None, updates: float | None = None,
+                      time_budget: float | None = None):
+    """The ``BoundConstants`` of ``cfg``'s routing problem and where each came from.
 
-    The pilot builds the federation, model and rule exactly as ``afl.train`` does and runs the
-    simulator for ``updates`` server updates, keeping the model at ``K = 4`` evenly spaced
-    checkpoints ``x_1..x_K`` after the start ``x_0``. For each client ``i`` a fixed random
-    subset ``S_i`` of its shard (at most 1024 samples) stands in for its data. Then:
-
-    * ``grad f_i(x)``: the gradient of the mean loss on ``S_i``; ``grad f = (1/n) sum_i grad f_i``
-      (uniform weights, the objective AsyncSGD's ``1/(n p_i)`` step is unbiased for).
-    * ``zeta^2 = (1/n) sum_i ||grad f_i(x) - grad f(x)||^2``: the spread of the per-client
-      gradient means, averaged over the checkpoints ``x_1..x_K``.
-    * ``sigma^2 = (1/n) sum_i mean_j ||g_ij(x) - grad f_i(x)||^2`` over 8 minibatch gradients
-      ``g_ij`` of the configured batch size from the client's shard: the noise of what a
-      client returns, averaged over ``x_1..x_K``.
-    * ``L = max_k ||grad f(x_k) - grad f(x_{k-1})|| / ||x_k - x_{k-1}||``: secant estimates along
-      the pilot's trajectory (on the same samples, so sampling noise cancels). This is the
-      curvature *along the path* and can underestimate the global smoothness constant.
-    * ``A = f(x_0)``: the loss at the start; the NLL loss is ``>= 0``, so this bounds
-      ``f(x_0) - f*`` from above.
+    ``A, L, sigma, zeta, eta``: ``given`` (a dict; missing keys are not given), else estimated
+    by a pilot of ``pilot`` AsyncSGD updates (``afl.queue_pilot``; ``eta`` is then the run's
+    ``algorithm.server_lr``), else ``BoundConstants``' unit-scale defaults. ``T`` (updates of
+    objective ``update``): ``updates``, else the run's update/round budget, else
+    ``lambda(uniform) * run.time``, else the default 1000. ``time_budget`` (objective ``time``):
+    ``time_budget``, else ``run.time``, else ``T / lambda(uniform)``: uniform routing's time for
+    ``T`` updates. Returns ``(BoundConstants, {name: source})``.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from afl import algorithms, federation, models, params
-    from afl.engine.executor import LazyExecutor, TrainingWorkload
-    from afl.engine.simulator import Simulation
-    from afl.rng import Stream, torch_stream
-
-    if cfg.algorithm.name != "asyncsgd":
-        raise AflError(f"--pilot: runs AsyncSGD updates but algorithm.name is {cfg.algorithm.name}; "
-                       "fix: --set algorithm.name=asyncsgd (without client.epochs/steps) or give --L --sigma --zeta")
-    if cfg.run.workload == "none":
-        raise AflError("--pilot: needs training but run.workload is none; fix: --set run.workload=train "
-                       "or give --L --sigma --zeta")
-    every = max(1, updates // _PILOT_CHECKPOINTS)
-    run = dataclasses.replace(cfg.run, updates=every * _PILOT_CHECKPOINTS, rounds=None, time=None, eval_every=every)
-    cfg = dataclasses.replace(cfg, run=run)
-    device = federation.device_of(cfg)
-    fed = federation.build(cfg, device)
-    model = models.build(cfg.model.name, fed.num_classes, fed.input_shape,
-                         generator=torch_stream(cfg.seed, Stream.INIT)).to(device)
-    x0 = params.flatten(model)
-    workload = TrainingWorkload(cfg, model, fed.train_x, fed.train_y, fed.shards, run.updates)
-    checkpoints = []
-
-    def on_eval(x, version, now):
-        checkpoints.append(x.clone())
-        return None
-
-    sim = Simulation(cfg, algorithms.make(cfg.algorithm, fed.routing), LazyExecutor(workload), x0, fed.sizes,
-                     fed.rates, fed.routing, workload.steps, lambda *a: None, on_eval)
-    outcome = sim.run()
-    if outcome.status != "completed":
-        raise AflError(f"--pilot: the pilot run diverged ({outcome.reason}); fix: lower algorithm.server_lr")
-    n, nparams = len(fed.shards), params.num_parameters(model)
-    subsets, minibatches = [], []
-    for i, shard in enumerate(fed.shards):
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, _PILOT_STREAM, i]).generate_state(1)[0]))
-        order = torch.randperm(len(shard), generator=gen).to(shard.device)
-        subsets.append(shard[order[:_PILOT_SAMPLES]])
-        b = cfg.client.batch_size
-        minibatches.append([shard[torch.randperm(len(shard), generator=gen)[:b].to(shard.device)]
-                            for _ in range(_PILOT_MINIBATCHES)])
-
-    def grad(x, idx):
-        params.load(model, x)
-        model.train()
-        model.zero_grad(set_to_none=True)
-        loss = F.nll_loss(model(fed.train_x[idx]), fed.train_y[idx])
-        loss.backward()
-        return params.flat_grad(model).detach().double(), float(loss)
-
-    def full(x):
-        gs, losses = zip(*(grad(x, s) for s in subsets))
-        return torch.stack(gs), float(np.mean(losses))
-
-    g0, f0 = full(checkpoints[0])
-    prev_x, prev_g = checkpoints[0], g0.mean(0)
-    secants, zetas, sigmas = [], [], []
-    for x in checkpoints[1:]:
-        gi, _ = full(x)
-        g = gi.mean(0)
-        step = float((x[:nparams] - prev_x[:nparams]).double().norm())
-        if step > 0:
-            secants.append(float((g - prev_g).norm()) / step)
-        zetas.append(float(((gi - g) ** 2).sum(1).mean()))
-        noise = [np.mean([float(((grad(x, mb)[0] - gi[i]) ** 2).sum()) for mb in minibatches[i]]) for i in range(n)]
-        sigmas.append(float(np.mean(noise)))
-        prev_x, prev_g = x, g
-    if not secants:
-        raise AflError("--pilot: the model did not move during the pilot, so L cannot be estimated; "
-                       "fix: raise --pilot or algorithm.server_lr, or give --L")
-    return {"A": max(f0, 1e-12), "L": max(secants), "sigma": math.sqrt(float(np.mean(sigmas))),
-            "zeta": math.sqrt(float(np.mean(zetas))), "pilot_updates": run.updates}
-
-
-def _constants(cfg, args, mu, p_uniform, m):
     from afl import queueing
     from afl.train import planned_updates
 
-    given = {"A": _number("--A", args.A), "L": _number("--L", args.L),
-             "sigma": _number("--sigma", args.sigma, allow_zero=True),
-             "zeta": _number("--zeta", args.zeta, allow_zero=True), "eta": _number("--eta", args.eta)}
-    pilot = _integer("--pilot", args.pilot, 1)
+    given = {k: v for k, v in (given or {}).items() if v is not None}
     defaults = queueing.BoundConstants()
-    values, source = {}, {}
     estimated = {}
-    if pilot is not None and any(given[k] is None for k in ("A", "L", "sigma", "zeta")):
+    if pilot is not None and any(k not in given for k in ("A", "L", "sigma", "zeta")):
+        from afl.queue_pilot import pilot_constants
+
         estimated = pilot_constants(cfg, pilot)
+    values, source = {}, {}
     for k in ("A", "L", "sigma", "zeta", "eta"):
-        if given[k] is not None:
-            values[k], source[k] = given[k], "given"
+        if k in given:
+            values[k], source[k] = float(given[k]), "given"
         elif k in estimated:
             values[k], source[k] = estimated[k], f"pilot ({estimated['pilot_updates']} updates)"
         elif k == "eta" and pilot is not None:
             values[k], source[k] = cfg.algorithm.server_lr, "algorithm.server_lr"
         else:
             values[k], source[k] = getattr(defaults, k), "default"
-    updates = _number("--updates", args.updates)
+    mu, _, m = network(cfg)
+    lam_uniform = queueing.predict(mu, np.full(len(mu), 1.0 / len(mu)), m).throughput
+    planned = planned_updates(cfg, 1)
     if updates is not None:
         source["T"] = "given"
+    elif planned:
+        updates, source["T"] = float(planned), "run budget"
+    elif cfg.run.time is not None:
+        updates, source["T"] = lam_uniform * cfg.run.time, "lambda(uniform) * run.time"
     else:
-        planned = planned_updates(cfg, 1)
-        updates, source["T"] = (float(planned), "run budget") if planned else (defaults.T, "default")
-    budget = _number("--time-budget", args.time_budget)
-    if budget is not None:
+        updates, source["T"] = defaults.T, "default"
+    if time_budget is not None:
         source["time_budget"] = "given"
     elif cfg.run.time is not None:
-        budget, source["time_budget"] = cfg.run.time, "run.time"
+        time_budget, source["time_budget"] = cfg.run.time, "run.time"
     else:
-        lam = queueing.predict(mu, p_uniform, m).throughput
-        budget, source["time_budget"] = updates / lam, "T / lambda(uniform)"
-    values.update(T=updates, time_budget=budget)
-    return queueing.BoundConstants(**values), source
+        time_budget, source["time_budget"] = updates / lam_uniform, "T / lambda(uniform)"
+    return queueing.BoundConstants(**values, T=float(updates), time_budget=float(time_budget)), source
 
 
 def optimize_table(mu, res, max_rows: int = MAX_ROWS) -> str:
@@ -400,12 +310,16 @@ def cmd_optimize(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and not out.parent.is_dir():
         raise AflError(f"--out {out}: folder {out.parent} does not exist; fix: create it or choose another path")
-    _warn(jackson_reasons(cfg))
+    given = {"A": _number("--A", args.A), "L": _number("--L", args.L),
+             "sigma": _number("--sigma", args.sigma, allow_zero=True),
+             "zeta": _number("--zeta", args.zeta, allow_zero=True), "eta": _number("--eta", args.eta)}
+    constants, source = resolve_constants(cfg, given, _integer("--pilot", args.pilot, 1),
+                                          _number("--updates", args.updates),
+                                          _number("--time-budget", args.time_budget))
     mu, _, m = network(cfg)
     n = len(mu)
-    uniform = np.full(n, 1.0 / n)
-    constants, source = _constants(cfg, args, mu, uniform, m)
     res = queueing.optimize_routing(mu, m, constants, objective, p_min=p_min)
+    _warn(jackson_reasons(cfg))
     print(f"closed Jackson network: n = {n} clients, m = {m} tasks in flight; objective: {objective} "
           f"(bound per {'server update' if objective == 'update' else 'unit of wall-clock time'})")
     print("constants: " + ", ".join(f"{k} = {_fmt(getattr(constants, k))} ({source[k]})"
@@ -479,5 +393,5 @@ def add_parser(sub, config_args) -> None:
 
 
 __all__ = ["jackson_reasons", "service_rates", "network", "trainer_prediction", "predict_table",
-           "optimize_table", "pilot_constants", "cmd_predict", "cmd_optimize", "add_parser"]
+           "optimize_table", "resolve_constants", "cmd_predict", "cmd_optimize", "add_parser"]
 

@@ -19,11 +19,13 @@ from afl.queueing import (
     Prediction,
     QueueingError,
     bound,
+    expected_max_duration,
     log_normalising_constants,
     mean_queue_lengths,
     mva,
     optimize_concurrency,
     optimize_routing,
+    power_routing,
     predict,
     relative_delay,
     sojourn_time,
@@ -453,3 +455,55 @@ def test_validation_tolerance_and_other_arguments():
     with pytest.raises(QueueingError, match="^method:"):
         optimize_routing([1.0, 2.0], 3, method="sgd")
     assert mean_queue_lengths([1.0, 2.0], [0.5, 0.5], 0).tolist() == [0.0, 0.0]
+
+
+def test_power_routing():
+    mu = np.array([0.5, 1.0, 2.0, 4.0])
+    assert power_routing(mu, 0) == pytest.approx(np.full(4, 0.25))
+    assert power_routing(mu, 0.5) == pytest.approx(np.sqrt(mu) / np.sqrt(mu).sum())
+    p = power_routing(mu, 1)
+    assert p / mu == pytest.approx(np.full(4, 1 / mu.sum()))  # equal loads
+    m = 6
+    assert throughput(mu, p, m).item() == pytest.approx(m * mu.sum() / (m + 4 - 1), rel=1e-12)
+    with pytest.raises(QueueingError, match="^mu:"):
+        power_routing([1.0, 0.0], 1)
+
+
+# --------------------------------------------------------------------------- synchronous rounds
+
+
+def test_koloskova_example_expected_round_time():
+    # Koloskova, Stich & Jaggi 2022: 900 of 1000 clients take 10 s, 100 take 60 s, C = 10.
+    durations = [10.0] * 900 + [60.0] * 100
+    # i.i.d. draws: the round is 10 s only if all 10 are fast, P = 0.9^10, else 60 s.
+    assert expected_max_duration(durations, 10, replace=True) == pytest.approx(60 - 50 * 0.9**10, rel=1e-12)
+    assert round(expected_max_duration(durations, 10, replace=True), 1) == 42.6
+    # 10 distinct clients: P(all fast) = C(900, 10) / C(1000, 10).
+    distinct = 60 - 50 * math.comb(900, 10) / math.comb(1000, 10)
+    assert expected_max_duration(durations, 10) == pytest.approx(distinct, rel=1e-12)
+    assert 42.6 < distinct < 42.7
+    # Asynchronous SGD with C tasks in flight needs the mean duration per C gradients.
+    assert np.mean(durations) == 15.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expected_max_duration_matches_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    d = rng.choice([1.0, 2.5, 4.0, 7.0], size=6)
+    for c in (1, 2, 3, 6):
+        picks = list(itertools.combinations(range(6), c))
+        assert expected_max_duration(d, c) == pytest.approx(np.mean([d[list(k)].max() for k in picks]), rel=1e-12)
+        draws = list(itertools.product(range(6), repeat=c))
+        assert expected_max_duration(d, c, replace=True) == pytest.approx(np.mean([d[list(k)].max() for k in draws]),
+                                                                          rel=1e-12)
+
+
+def test_expected_max_duration_validation():
+    assert expected_max_duration([3.0, 3.0], 2) == 3.0
+    with pytest.raises(QueueingError, match="^c:"):
+        expected_max_duration([1.0, 2.0], 3)
+    assert expected_max_duration([1.0, 2.0], 3, replace=True) == pytest.approx(2 - 0.5**3)
+    with pytest.raises(QueueingError, match="^durations:"):
+        expected_max_duration([], 1)
+    with pytest.raises(QueueingError, match="^durations:"):
+        expected_max_duration([1.0, -1.0], 1)

@@ -4,9 +4,9 @@ Each network runs ``asyncsgd`` (or ``fedasync``) with ``run.workload: none`` -- 
 staleness only, tens of thousands of updates per second -- drops a warm-up of 10% of the
 updates, and compares per client the simulated mean staleness ``t - v`` with the predicted
 relative delay ``E[tau_i]`` and the simulated throughput with ``lambda``, in units of
-batch-means standard errors: a client's post-warm-up staleness series (in time order) is
-cut into 40 contiguous batches and the standard error is the standard deviation of the
-batch means over ``sqrt(40)`` (the batches absorb the autocorrelation of the queue).
+batch-means standard errors (``afl.queue_measure``: a client's post-warm-up staleness series,
+in time order, is cut into 40 contiguous batches and the standard error is the standard
+deviation of the batch means over ``sqrt(40)``; the batches absorb the autocorrelation).
 
 With ``n`` clients, a 3-SE criterion is exceeded by chance with probability about 0.5% per
 client (Student t with 39 degrees of freedom). On the 10-client networks every client must be
@@ -24,21 +24,14 @@ import pytest
 from afl import queueing
 from afl.config import load_config
 from afl.queue_cli import network
+from afl.queue_measure import batch_means, staleness_per_client, steady_state, update_rate
 from afl.train import train
 
-BATCHES = 40
-WARMUP = 0.1
 TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
 
 # Largest relative error |simulated - predicted| / predicted of a client's mean staleness,
 # per network, collected for the summary test at the end of the module.
 RELATIVE_ERRORS: dict[str, float] = {}
-
-
-def batch_means(x: np.ndarray, batches: int = BATCHES) -> tuple[float, float]:
-    """(mean, batch-means standard error) of a time-ordered series."""
-    means = np.array([b.mean() for b in np.array_split(np.asarray(x, dtype=float), batches)])
-    return float(np.mean(x)), float(means.std(ddof=1) / np.sqrt(batches))
 
 
 def raw_config(n, m, rates, routing="uniform", updates=40_000, seed=0, **algorithm):
@@ -66,21 +59,14 @@ def compare(tmp_path, raw, name, strict=True):
     assert info["predicted_throughput"] == pytest.approx(pred.throughput, rel=1e-12)
     json.loads((tmp_path / name / "run.json").read_text())  # valid JSON with the new key
 
-    u = u.iloc[int(WARMUP * len(u)):]
-    z = np.empty(len(mu))
-    rel = np.empty(len(mu))
-    for i in range(len(mu)):
-        mean, se = batch_means(u.staleness.to_numpy()[u.client.to_numpy() == i])
-        z[i] = (mean - pred.relative_delay[i]) / se
-        rel[i] = abs(mean - pred.relative_delay[i]) / pred.relative_delay[i]
-    RELATIVE_ERRORS[name] = float(rel.max())
+    measured = staleness_per_client(u, len(mu))
+    z = ((measured.simulated - pred.relative_delay) / measured.se).to_numpy()
+    RELATIVE_ERRORS[name] = float((abs(measured.simulated - pred.relative_delay) / pred.relative_delay).max())
 
-    # Throughput: batch means of the gaps between updates; lambda = 1 / mean gap (delta method).
-    gap, gap_se = batch_means(np.diff(u.time.to_numpy()))
-    lam, lam_se = 1.0 / gap, gap_se / gap**2
+    lam, lam_se = update_rate(u)
     assert abs(lam - pred.throughput) < 3 * lam_se, (lam, pred.throughput, lam_se)
     # The update-weighted mean staleness is m - 1 (the identity), within sampling error too.
-    mean, se = batch_means(u.staleness.to_numpy())
+    mean, se = batch_means(steady_state(u).staleness)
     assert abs(mean - (m - 1)) < 3 * se, (mean, m - 1, se)
     if strict:
         assert np.all(np.abs(z) < 3), f"clients beyond 3 SE: {np.flatnonzero(np.abs(z) >= 3)}, z = {z.round(2)}"
@@ -127,8 +113,7 @@ def test_hundred_clients_lognormal_rates(tmp_path, routing):
     raw = raw_config(100, 20, rates, updates=120_000, seed=1)
     if routing == "sqrt_rate":
         mu = network(load_config(raw))[0]  # the rates the trainer will draw (same keyed stream)
-        p = np.sqrt(mu) / np.sqrt(mu).sum()
-        raw["algorithm"]["routing"] = [float(v) for v in p]
+        raw["algorithm"]["routing"] = [float(v) for v in queueing.power_routing(mu, 0.5)]
     z, pred = compare(tmp_path, raw, f"lognormal-100-{routing}", strict=False)
     print(f"\n{routing}: z min {z.min():.2f} max {z.max():.2f} mean z^2 {np.mean(z**2):.2f} beyond 3: {np.sum(np.abs(z) >= 3)}")
     beyond = np.flatnonzero(np.abs(z) >= 3)
@@ -148,6 +133,28 @@ def test_prediction_is_nan_outside_the_jackson_setting(tmp_path):
     raw["algorithm"].pop("routing")
     _, info, _, clients = simulate(tmp_path, raw, "fedbuff")
     assert clients.predicted_staleness.isna().all() and info["predicted_throughput"] is None
+
+
+def test_koloskova_example_async_vs_minibatch_round_time(tmp_path):
+    # 900 of 1000 clients take 10 s, 100 take 60 s; C = 10 gradients per round / in flight.
+    rates = {"kind": "groups", "groups": [{"fraction": 0.9, "rate": 0.1}, {"fraction": 0.1, "rate": 1 / 60}]}
+    durations = [10.0] * 900 + [60.0] * 100
+    raw = raw_config(1000, 10, rates, None, updates=3000)
+    raw["timing"]["distribution"] = "constant"
+    raw["algorithm"] = {"name": "sfl", "concurrency": 10}
+    _, _, u, _ = simulate(tmp_path, raw, "minibatch")
+    rounds = u.groupby("version").time.first().sort_index().to_numpy()
+    length = np.diff(np.concatenate([[0.0], rounds]))  # each round: the slowest of 10 distinct clients
+    assert set(np.unique(length)) == {10.0, 60.0}
+    expected = queueing.expected_max_duration(durations, 10)
+    assert abs(length.mean() - expected) < 3 * length.std(ddof=1) / np.sqrt(len(length)), (length.mean(), expected)
+    # Asynchronous SGD: C gradients per mean duration (15 s), plus the rare wait of a task routed
+    # to a busy client: P(busy) ~ 9/1000 times a mean residual of ~15 s, about 0.14 s (1%).
+    raw = raw_config(1000, 10, rates, updates=20_000)
+    raw["timing"]["distribution"] = "constant"
+    _, info, u, _ = simulate(tmp_path, raw, "async")
+    lam, _ = update_rate(u)
+    assert 15.0 < 10 / lam < 15.0 * 1.02, 10 / lam
 
 
 def test_zz_report_largest_relative_error():

@@ -134,7 +134,7 @@ if hold:
                 time.sleep(600)
             fh.write(data[len(data) // 2:])
 
-    checkpoint.torch.save = slow_save
+    torch.save = slow_save
 sys.exit(main(sys.argv[1:]))
 """
 
