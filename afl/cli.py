@@ -52,8 +52,15 @@ def cmd_data_download(args) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors in the house format too: one line, the fix, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; fix: see `{self.prog} --help`\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="afl", description="Asynchronous federated learning in virtual time.")
+    p = _OneLineParser(prog="afl", description="Asynchronous federated learning in virtual time.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def config_args(sp):

@@ -78,3 +78,13 @@ def test_readme_documents_every_config_key():
     readme = (REPO / "README.md").read_text()
     missing = [key for key, _, _ in reference() if f"`{key}`" not in readme]
     assert not missing, f"README's configuration reference lacks {missing}"
+
+
+@pytest.mark.parametrize("argv", [["nope"], ["train", "x.yaml", "--out", "o", "--bogus"], ["queue", "predict"]])
+def test_usage_errors_are_one_line_with_the_fix(argv, capsys):
+    from afl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "error:" in err[0] and "fix: see `afl" in err[0], err
