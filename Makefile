@@ -36,7 +36,7 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/afl data download mnist --quiet
-	$(VENV)/bin/snakemake $(DEMO)
+	$(VENV)/bin/snakemake all queueing $(DEMO)
 	$(VENV)/bin/snakemake $(DEMO) --report results/report.html
 
 clean:

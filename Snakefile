@@ -20,7 +20,5 @@ rule all:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+# The queueing experiments (issue 4) have their own target: `snakemake queueing` (make demo builds both).
 include: "workflow/rules/queueing.smk"
-
-
-FIGURES += QUEUEING_FIGURES
