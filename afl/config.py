@@ -39,6 +39,7 @@ RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace")
 WORK_UNITS = ("task", "step")
 WORKLOADS = ("train", "none")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("tf32", "fp32", "bf16")
 
 DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
 DEFAULT_STALENESS = {"sfl": "constant", "afl": "polynomial", "fedasync": "polynomial",
@@ -69,6 +70,8 @@ class DataConfig:
     synthetic_alpha: float = _key("Synthetic(alpha, beta): model heterogeneity", 1.0)
     synthetic_beta: float = _key("Synthetic(alpha, beta): data heterogeneity", 1.0)
     verify: bool = _key("check dataset files against the publisher's checksums", True)
+    augment: bool | None = _key("random crop (padding 4) and horizontal flip of each training sample "
+                                "(default: on for cifar10, off otherwise; images only)")
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,13 @@ class RunConfig:
     workload: str = _key("train, or none: skip training (timing/staleness studies)", "train",
                          WORKLOADS)
     device: str = _key("training device", "auto", DEVICES)
+    task_batch: int = _key("most pending tasks trained together in one batch (memory grows with it)", 64)
+    precision: str = _key("float arithmetic: tf32 (TensorFloat-32 matmuls and convolutions on CUDA, exact on "
+                          "CPU), fp32 (exact everywhere), bf16 (bfloat16 autocast of local training, else tf32)",
+                          "tf32", PRECISIONS)
+    channels_last: bool = _key("channels-last memory format for convolutional models", True)
+    compile: bool = _key("torch.compile local training's forward pass and loss (one graph per number of tasks "
+                         "in a step)", False)
     checkpoint_every: int | None = _key("save the whole state every this many server updates (off if unset)")
     checkpoint_minutes: float = _key("also save every this many wall-clock minutes", 5.0)
 
@@ -311,7 +321,8 @@ def resolve(cfg: Config) -> Config:
     r = dataclasses.replace
     alg = cfg.algorithm
     data = r(cfg.data, partition=cfg.data.partition
-             or ("natural" if cfg.data.name == "synthetic" else "dirichlet"))
+             or ("natural" if cfg.data.name == "synthetic" else "dirichlet"),
+             augment=cfg.data.augment if cfg.data.augment is not None else cfg.data.name == "cifar10")
     model = r(cfg.model, name=cfg.model.name or DEFAULT_MODEL[data.name])
     client = cfg.client
     if client.epochs is None and client.steps is None and alg.name != "asyncsgd":
@@ -370,6 +381,8 @@ def validate(cfg: Config) -> Config:
     if d.partition == "natural" and d.name != "synthetic":
         _fail("data.partition", f"'natural' needs a federated dataset, {d.name} has none",
               "use iid, dirichlet or shards")
+    if d.augment and d.name == "synthetic":
+        _fail("data.augment", "crops and flips need images, synthetic data are vectors", "set data.augment: false")
     if d.name == "synthetic" and cfg.model.name in ("cnn", "resnet20"):
         _fail("model.name", f"{cfg.model.name} needs images, synthetic data are vectors",
               "use logreg or mlp")
@@ -445,6 +458,7 @@ def validate(cfg: Config) -> Config:
     _positive("run.time", run.time, 100.0)
     _at_least("run.eval_every", run.eval_every, 1, 10)
     _at_least("run.eval_batch", run.eval_batch, 1, 2048)
+    _at_least("run.task_batch", run.task_batch, 1, 64)
     _at_least("run.checkpoint_every", run.checkpoint_every, 1, 100)
     _positive("run.checkpoint_minutes", run.checkpoint_minutes, 5.0)
     return cfg

@@ -11,13 +11,42 @@ from afl.errors import ConfigError
 from afl.rng import Stream, numpy_stream
 
 
+class Shards:
+    """The clients' index arrays into the training set, stored once (CSR layout, O(N + n)).
+
+    ``shards[i]`` is client ``i``'s index tensor on the training device (a view, made on
+    demand), ``shards.host(i)`` the same indices as a NumPy view, ``shards.sizes`` every
+    ``n_i``: no per-client tensor objects, so ``n`` can be 100,000.
+    """
+
+    def __init__(self, parts, device: torch.device):
+        self.sizes = np.array([len(p) for p in parts], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.indices_host = np.concatenate(parts).astype(np.int64) if len(parts) else np.zeros(0, np.int64)
+        self.indices = torch.from_numpy(self.indices_host).to(device)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < len(self.sizes):
+            raise IndexError(f"client {i} out of range")
+        return self.indices[self.offsets[i]:self.offsets[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def host(self, i: int) -> np.ndarray:
+        return self.indices_host[self.offsets[i]:self.offsets[i + 1]]
+
+
 @dataclass(frozen=True)
 class Federation:
     train_x: torch.Tensor | None  # None for workload: none
     train_y: torch.Tensor | None
     test_x: torch.Tensor | None
     test_y: torch.Tensor | None
-    shards: tuple[torch.Tensor, ...]  # per-client index tensors into train_x, on the device
+    shards: Shards  # per-client index tensors into train_x, on the device
     sizes: np.ndarray  # n_i
     rates: np.ndarray  # mu_i
     routing: np.ndarray  # p_i
@@ -48,7 +77,7 @@ def build(cfg: Config, device: torch.device) -> Federation:
     rates = timing.client_rates(cfg.timing.rates, n, numpy_stream(cfg.seed, Stream.RATES))
     routing = routing_vector(cfg.algorithm.routing, n)
     if cfg.run.workload == "none":
-        return Federation(None, None, None, None, tuple(torch.zeros(1, dtype=torch.long) for _ in range(n)),
+        return Federation(None, None, None, None, Shards(np.zeros((n, 1), dtype=np.int64), torch.device("cpu")),
                           np.ones(n, dtype=np.int64), rates, routing, 0, ())
     ds = data.load(d.name, d.root, num_clients=n, seed=cfg.seed, synthetic_alpha=d.synthetic_alpha,
                    synthetic_beta=d.synthetic_beta, verify=d.verify)
@@ -71,5 +100,5 @@ def build(cfg: Config, device: torch.device) -> Federation:
         raise ConfigError(f"data.partition: {exc}; fix: lower data.min_size or data.num_clients, "
                           "or raise data.alpha") from None
     return Federation(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
-                      tuple(torch.as_tensor(p, dtype=torch.long, device=device) for p in parts),
+                      Shards(parts, device),
                       np.array([len(p) for p in parts]), rates, routing, ds.num_classes, ds.input_shape)

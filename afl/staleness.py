@@ -41,13 +41,14 @@ def _check(function: str, param: str, value: float, ok: bool, rule: str) -> None
 
 def constant(tau):
     """``s(tau) = 1``: every result counts fully, however stale."""
-    return _result(np.ones_like(_staleness(tau)), tau)
+    t = _staleness(tau)
+    return 1.0 if isinstance(t, float) else _result(np.ones_like(t), tau)
 
 
 def polynomial(tau, a: float = 0.5):
     """``s(tau) = (tau + 1)^(-a)``, ``a >= 0`` (FedAsync, Xie et al. 2019, polynomial)."""
     _check("polynomial", "a", a, a >= 0, ">= 0")
-    return _result(np.power(_staleness(tau) + 1.0, -a), tau)
+    return _result((_staleness(tau) + 1.0) ** -a, tau)
 
 
 def hinge(tau, a: float = 1.0, b: float = 10):
@@ -63,7 +64,7 @@ def hinge(tau, a: float = 1.0, b: float = 10):
 
 def fedbuff(tau):
     """``s(tau) = 1 / sqrt(1 + tau)`` (FedBuff, Nguyen et al. 2022, its staleness scaling)."""
-    return _result(1.0 / np.sqrt(1.0 + _staleness(tau)), tau)
+    return _result((1.0 + _staleness(tau)) ** -0.5, tau)
 
 
 def inverse_linear(tau, beta: float = 1.0):

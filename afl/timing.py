@@ -9,13 +9,15 @@ number of local steps, so compute time scales with the work done.
 """
 
 import csv
+import math
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
 from afl.config import RatesConfig, TimingConfig
 from afl.errors import ConfigError
-from afl.rng import Stream, numpy_stream
+from afl.rng import Stream
 
 
 def client_rates(cfg: RatesConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,39 +67,46 @@ def read_rate_trace(path: Path, n: int) -> np.ndarray:
     return rates
 
 
-def draw_service(cfg: TimingConfig, rng: np.random.Generator, size: int) -> np.ndarray:
-    """``size`` draws of ``S``, the compute time of a client of rate 1."""
-    if cfg.distribution == "exponential":
-        return rng.exponential(1.0, size)
-    if cfg.distribution == "uniform":
-        return rng.uniform(cfg.low, cfg.high, size)
-    if cfg.distribution == "lognormal":
-        return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma, size)
-    return np.ones(size)
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_NORMAL = NormalDist()
+
+
+def _mix(z: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea, Flood 2014): a bijective 64-bit hash."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK
+    return z ^ (z >> 31)
 
 
 class ServiceDraws:
     """The draw ``S`` of each client's ``k``-th task, keyed by ``(seed, client, k)``.
 
-    Draws come in blocks of ``BLOCK`` from the stream keyed ``(seed, DURATION, client, block)``,
-    so a task's duration depends on nothing but its client and index (no state to save or
-    replay), while the cost of seeding a stream is shared by ``BLOCK`` tasks.
+    Counter-based: client ``i`` has the key ``K_i`` hashed from ``(seed, DURATION, i)``, and its
+    ``k``-th draw comes from the uniform ``u = (mix(K_i + (k + 1) * golden) >> 11 + 1/2) / 2^53``
+    in ``(0, 1)``, SplitMix64's ``k``-th output, turned into ``S`` by the inverse CDF. A draw
+    depends on nothing but its client and index: no state to save or replay (the cached keys
+    are a function of the seed), a microsecond each.
     """
 
-    BLOCK = 32
-
     def __init__(self, cfg: TimingConfig, seed: int):
-        self.cfg, self.seed = cfg, seed
-        self.blocks: dict[int, tuple[int, list[float]]] = {}
+        self.cfg = cfg
+        self.base = _mix(int(np.random.SeedSequence([seed, int(Stream.DURATION)]).generate_state(1, np.uint64)[0]))
+        self.keys: dict[int, int] = {}  # K_i of the clients seen so far
 
     def __call__(self, client: int, k: int) -> float:
-        block, i = divmod(k, self.BLOCK)
-        cached = self.blocks.get(client)
-        if cached is None or cached[0] != block:
-            rng = numpy_stream(self.seed, Stream.DURATION, client, block)
-            cached = (block, draw_service(self.cfg, rng, self.BLOCK).tolist())
-            self.blocks[client] = cached
-        return cached[1][i]
+        key = self.keys.get(client)
+        if key is None:
+            key = self.keys[client] = _mix(self.base ^ _mix(client + 1))
+        u = ((_mix(key + (k + 1) * _GOLDEN & _MASK) >> 11) + 0.5) * 2.0**-53
+        cfg = self.cfg
+        if cfg.distribution == "exponential":
+            return -math.log(u)
+        if cfg.distribution == "uniform":
+            return cfg.low + (cfg.high - cfg.low) * u
+        if cfg.distribution == "lognormal":
+            return math.exp(cfg.sigma * _NORMAL.inv_cdf(u) - cfg.sigma**2 / 2)
+        return 1.0
 
 
 def task_duration(cfg: TimingConfig, rate: float, steps: int, service: float) -> float:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -18,4 +19,4 @@ class FedAsync:
     def aggregate(self, x, arrivals, taus):
         (arrival,), (tau,) = arrivals, taus
         a_t = self.mixing * float(self.s(tau))
-        return x.mul(1 - a_t).add_(arrival.vector, alpha=a_t), np.array([a_t])
+        return torch.lerp(x, arrival.vector, a_t), np.array([a_t])  # x + a_t (x_i - x)

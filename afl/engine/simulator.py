@@ -1,12 +1,19 @@
 """The event simulator: clients, tasks, queues and the server, in virtual time.
 
-Clients are coroutines on the virtual clock (``afl.engine.clock``). A client with work
-serves its FIFO queue: it sleeps each task's duration (virtual, so instantly), then hands
-the task to the server. The server fetches the task's result from the executor (computed
-lazily, in a batch with every other pending task), buffers it until the rule's batch is
-full, computes each buffered result's staleness ``tau = t - v`` (the one place staleness is
-computed), applies the rule, and dispatches replacements: one per arrival to keep ``m``
-tasks in flight, or, for a synchronous rule, a new round of ``m`` when none is in flight.
+Clients are callbacks on the virtual clock (``afl.engine.clock``). A client with work
+serves its FIFO queue: its head task's completion is a timer at start + duration (virtual,
+so instantly); when it fires, the task goes to the server and the client starts its next
+task. The server buffers arrived tasks until the rule's batch is full, then fetches their
+results from the executor (computed lazily, in one batch with every other task dispatched
+so far, so a buffered rule's ``m`` results are trained together), computes each result's
+staleness ``tau = t - v`` (the one place staleness is computed), applies the rule, and
+dispatches replacements: one per arrival to keep ``m`` tasks in flight, or, for a
+synchronous rule, a new round of ``m`` when none is in flight.
+
+Timers and ``call_soon`` callbacks rather than one coroutine per client: the same order of
+events (an idle client starts its first task one loop step after its dispatch, as a new
+coroutine did), a fraction of the cost per event. Memory is O(n) small arrays plus the
+queues of busy clients only, so ``n`` can be 100,000.
 
 This module knows nothing of learning: results, evaluation and recording are callbacks.
 """
@@ -14,6 +21,7 @@ This module knows nothing of learning: results, evaluation and recording are cal
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections import deque
@@ -33,9 +41,15 @@ from afl.rng import Stream, numpy_stream
 
 @dataclass
 class ClientStats:
-    tasks: np.ndarray
-    staleness_sum: np.ndarray
-    busy_time: np.ndarray
+    """Per-client counters: lists while a simulation runs (cheap scalar updates), arrays in its Outcome."""
+
+    tasks: list | np.ndarray
+    staleness_sum: list | np.ndarray
+    busy_time: list | np.ndarray
+
+    def arrays(self) -> ClientStats:
+        return ClientStats(np.array(self.tasks, np.int64), np.array(self.staleness_sum, float),
+                           np.array(self.busy_time, float))
 
 
 @dataclass
@@ -52,18 +66,20 @@ class Selector:
 
     def __init__(self, mode: str, n: int, routing: np.ndarray, rng: np.random.Generator):
         self.mode, self.n, self.rng = mode, n, rng
-        self.cdf = np.cumsum(routing)
+        self.cdf = np.cumsum(routing).tolist()
         self.idle = list(range(n))  # without replacement: clients with no task
 
     def pick(self) -> int:
+        """One client, from one uniform draw ``u``: ``idle[floor(u k)]`` of ``k`` idle clients,
+        ``floor(u n)``, or the first ``j`` with ``cdf_j > u cdf_n``."""
+        u = self.rng.random()
         if self.mode == "without_replacement":
-            j = int(self.rng.integers(len(self.idle)))
+            j = int(u * len(self.idle))
             self.idle[j], self.idle[-1] = self.idle[-1], self.idle[j]
             return self.idle.pop()
         if self.mode == "with_replacement":
-            return int(self.rng.integers(self.n))
-        return min(int(np.searchsorted(self.cdf, self.rng.random() * self.cdf[-1], side="right")),
-                   self.n - 1)
+            return int(u * self.n)
+        return min(bisect.bisect_right(self.cdf, u * self.cdf[-1]), self.n - 1)
 
     def release(self, client: int) -> None:
         if self.mode == "without_replacement":
@@ -78,7 +94,7 @@ class Simulation:
                  on_update: Callable, on_eval: Callable, on_checkpoint: Callable | None = None,
                  requested: Callable[[], bool] = lambda: False):
         self.cfg, self.rule, self.executor = cfg, rule, executor
-        self.sizes, self.rates, self.steps = sizes, rates, steps
+        self.sizes, self.rates, self.steps = sizes.tolist(), rates.tolist(), steps
         self.on_update, self.on_eval = on_update, on_eval
         n = cfg.data.num_clients
         self.m = cfg.algorithm.concurrency
@@ -86,10 +102,10 @@ class Simulation:
         self.selector = Selector(cfg.algorithm.selection, n, routing,
                                  numpy_stream(cfg.seed, Stream.SELECT))
         self.service = timing.ServiceDraws(cfg.timing, cfg.seed)
-        self.queues = [deque() for _ in range(n)]
+        self.queues: dict[int, deque[Task]] = {}  # busy clients only: head in service, then FIFO
         self.task_count = np.zeros(n, dtype=np.int64)
-        self.stats = ClientStats(np.zeros(n, np.int64), np.zeros(n), np.zeros(n))
-        self.buffer: list[tuple[Task, Arrival]] = []
+        self.stats = ClientStats([0] * n, [0.0] * n, [0.0] * n)
+        self.buffer: list[Task] = []  # arrived, waiting for the rule's batch to fill
         self.in_flight = 0
         self.results = 0
         self.next_id = 0
@@ -116,76 +132,72 @@ class Simulation:
     async def _main(self) -> Outcome:
         self.loop = asyncio.get_running_loop()
         self.finished = self.loop.create_future()
-        self.servers: dict[int, asyncio.Task] = {}
+        self.loop.set_exception_handler(self._crash)
         if self.restored:
-            busy = [c for c, q in enumerate(self.queues) if q]
-            for client in sorted(busy, key=lambda c: self.queues[c][0].timer_seq):
-                self.servers[client] = self._start(self._serve(client, resumed=True))
+            for client, queue in self.queues.items():
+                task = queue[0]
+                self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq, self._complete, client)
         else:
             self.on_eval(self.x, self.version, 0.0)
             self._dispatch(self.m)
-        outcome = await self.finished
-        for server in self.servers.values():
-            server.cancel()
-        await asyncio.gather(*self.servers.values(), return_exceptions=True)
-        return outcome
+        return await self.finished
 
-    def _start(self, coro) -> asyncio.Task:
-        """A client coroutine whose exception (a crash in training, say) ends the run with it."""
-        server = self.loop.create_task(coro)
-        server.add_done_callback(self._crash)
-        return server
-
-    def _crash(self, server: asyncio.Task) -> None:
-        if not server.cancelled() and server.exception() is not None and not self.finished.done():
-            self.finished.set_exception(server.exception())
+    def _crash(self, loop, context: dict) -> None:
+        """An exception in a client's callback (a crash in training, say) ends the run with it."""
+        exc = context.get("exception")
+        if exc is None:
+            loop.default_exception_handler(context)
+        elif not self.finished.done():
+            self.finished.set_exception(exc)
 
     def _finish(self, status: str, reason: str) -> None:
         if self.outcome is None:
             if status == "completed" and self.version % self.cfg.run.eval_every:
                 self.on_eval(self.x, self.version, self.loop.time())
-            self.outcome = Outcome(status, reason, self.version, self.loop.time(), self.stats)
+            self.outcome = Outcome(status, reason, self.version, self.loop.time(), self.stats.arrays())
             self.finished.set_result(self.outcome)
 
     # -- clients ---------------------------------------------------------------------------
 
     def _dispatch(self, k: int) -> None:
         """Send the current model to ``k`` selected clients."""
+        now = self.loop.time()
         for _ in range(k):
             client = self.selector.pick()
             index = int(self.task_count[client])
-            self.task_count[client] += 1
+            self.task_count[client] = index + 1
             duration = timing.task_duration(self.cfg.timing, self.rates[client], self.steps(client),
                                             self.service(client, index))
-            task = Task(self.next_id, client, index, self.version, self.x, self.loop.time(), duration)
+            task = Task(self.next_id, client, index, self.version, self.x, now, duration)
             self.next_id += 1
             self.in_flight += 1
             self.executor.submit(task)
-            self.queues[client].append(task)
-            if client not in self.servers:
-                self.servers[client] = self._start(self._serve(client))
-
-    async def _serve(self, client: int, resumed: bool = False) -> None:
-        """A client: serve its FIFO queue, one task at a time, in virtual time.
-
-        ``resumed``: the head task was already in service when the state was saved; its
-        completion timer is re-created with its original time and tie-breaking number.
-        """
-        queue = self.queues[client]
-        while queue and self.outcome is None:
-            task = queue[0]
-            done = self.loop.create_future()
-            if resumed:
-                self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq, _resolve, done)
-                resumed = False
+            queue = self.queues.get(client)
+            if queue is None:
+                self.queues[client] = deque((task,))
+                self.loop.call_soon(self._start, client)
             else:
-                task.start_time = self.loop.time()
-                task.timer_seq = self.loop.call_at(task.start_time + task.duration, _resolve, done).seq
-            await done
-            queue.popleft()
-            self.stats.busy_time[client] += task.duration
-            self._arrive(task)
-        del self.servers[client]
+                queue.append(task)
+
+    def _start(self, client: int) -> None:
+        """The client starts its head task: its completion is a timer ``duration`` from now."""
+        if self.outcome is None:
+            task = self.queues[client][0]
+            task.start_time = now = self.loop.time()
+            task.timer_seq = self.loop.call_at(now + task.duration, self._complete, client).seq
+
+    def _complete(self, client: int) -> None:
+        """The client's head task is done: hand it to the server, then serve the queue on."""
+        queue = self.queues[client]
+        task = queue.popleft()
+        self.stats.busy_time[client] += task.duration
+        self._arrive(task)
+        if self.outcome is not None:
+            return
+        if queue:
+            self._start(client)
+        else:
+            del self.queues[client]
 
     # -- server ----------------------------------------------------------------------------
 
@@ -195,13 +207,11 @@ class Simulation:
         if self.loop.time() > self.max_time:
             self._finish("completed", "time budget spent")
             return
-        result = self.executor.result(task)
         self.in_flight -= 1
         self.results += 1
         if not self.queues[task.client]:
             self.selector.release(task.client)
-        self.buffer.append((task, Arrival(task.client, task.base_version, task.base, result.vector,
-                                          int(self.sizes[task.client]), result.train_loss)))
+        self.buffer.append(task)
         if len(self.buffer) == self.rule.batch:
             self._apply()
         if self.outcome is None and self.results >= self.max_results:
@@ -213,17 +223,22 @@ class Simulation:
                 self._dispatch(self.m)
 
     def _apply(self) -> None:
-        tasks = [t for t, _ in self.buffer]
-        arrivals = [a for _, a in self.buffer]
+        """Apply the rule to the buffered tasks; their results are fetched only now, so every
+        task dispatched before this point is computed in the same batch."""
+        tasks, self.buffer = self.buffer, []
+        arrivals = []
+        for t in tasks:
+            result = self.executor.result(t)
+            arrivals.append(Arrival(t.client, t.base_version, t.base, result.vector, self.sizes[t.client],
+                                    result.train_loss))
         taus = [self.version - t.base_version for t in tasks]
-        self.buffer.clear()
         x, weights = self.rule.aggregate(self.x, arrivals, taus)
         self.version += 1
         now = self.loop.time()
         for t, tau in zip(tasks, taus):
             self.stats.tasks[t.client] += 1
             self.stats.staleness_sum[t.client] += tau
-        update_norm = float((x - self.x).norm())
+        update_norm = float((x - self.x).norm()) if x.numel() else 0.0  # no model under the null workload
         self.on_update(self.version, now, tasks, arrivals, taus, weights, update_norm)
         if not math.isfinite(update_norm):  # any inf or nan in x makes the norm of x - x_prev non-finite
             self._finish("diverged", f"non-finite parameters at update {self.version}")
@@ -251,7 +266,8 @@ class Simulation:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: plain data and tensors (see ``afl.checkpoint``)."""
-        queued = [task for queue in self.queues for task in queue]
+        queued = [task for queue in self.queues.values() for task in queue]
+        waiting = queued + self.buffer
         return {
             "now": self.loop.time(),
             "next_seq": self.loop.next_seq,
@@ -261,11 +277,11 @@ class Simulation:
             "results": self.results,
             "next_id": self.next_id,
             "task_count": self.task_count.tolist(),
-            "stats": {k: v.tolist() for k, v in vars(self.stats).items()},
+            "stats": {k: list(v) for k, v in vars(self.stats).items()},
             "selector": {"rng": self.selector.rng.bit_generator.state, "idle": list(self.selector.idle)},
             "queued": [vars(task) for task in queued],
-            "buffer": [(vars(task), vars(arrival)) for task, arrival in self.buffer],
-            "computed": {t.id: vars(self.executor.done[t.id]) for t in queued if t.id in self.executor.done},
+            "buffer": [vars(task) for task in self.buffer],
+            "computed": {t.id: vars(self.executor.done[t.id]) for t in waiting if t.id in self.executor.done},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -274,20 +290,15 @@ class Simulation:
         self.version, self.x = state["version"], state["x"]
         self.in_flight, self.results, self.next_id = state["in_flight"], state["results"], state["next_id"]
         self.task_count = np.array(state["task_count"], dtype=np.int64)
-        self.stats = ClientStats(**{k: np.array(v, dtype=getattr(self.stats, k).dtype)
-                                    for k, v in state["stats"].items()})
+        self.stats = ClientStats(**{k: list(v) for k, v in state["stats"].items()})
         self.selector.rng.bit_generator.state = state["selector"]["rng"]
         self.selector.idle = list(state["selector"]["idle"])
-        for fields in sorted(state["queued"], key=lambda f: f["id"]):  # dispatch order: FIFO per client
-            task = Task(**fields)
-            self.queues[task.client].append(task)
+        self.buffer = [Task(**fields) for fields in state["buffer"]]
+        queued = [Task(**fields) for fields in state["queued"]]
+        for task in sorted(queued, key=lambda t: t.id):  # dispatch order: FIFO per client
+            self.queues.setdefault(task.client, deque()).append(task)
+        for task in sorted(queued + self.buffer, key=lambda t: t.id):  # the executor's pending order
             if task.id in state["computed"]:
                 self.executor.restore(task, state["computed"][task.id])
             else:
                 self.executor.submit(task)
-        self.buffer = [(Task(**t), Arrival(**a)) for t, a in state["buffer"]]
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -1,0 +1,100 @@
+"""Peak memory as the number of clients grows (issue 5, benchmark 4).
+
+For ``n`` in 10 ... 100,000, each measured in a fresh process (peak resident set size, and
+the part of it above the process after imports and data loading):
+
+- ``engine``: the null workload (``run.workload: none``), ``m = min(1000, n)`` tasks in
+  flight, ``--updates`` FedAsync updates: the simulator's own memory;
+- ``training``: logistic regression (or ``--model mlp``) really trained on MNIST, ``m =
+  min(1000, n)`` tasks in flight, FedAsync; with more clients than MNIST has samples,
+  each client holds ``--samples`` random samples (clients overlap), which changes nothing
+  for the engine: memory should grow with ``m`` and the model, not with ``n``.
+
+    python bench/scale_memory.py                      # n = 10 ... 100,000, both modes
+    python bench/scale_memory.py --clients 100000 --modes training --updates 20000
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import common
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(mode: str, n: int, updates: int, samples: int, model_name: str, data_root: str) -> dict:
+    """One measurement, in this (fresh) process."""
+    from afl import algorithms, federation, models, params, recorder
+    from afl.config import load_config
+    from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
+    from afl.engine.simulator import Simulation
+    from afl.rng import Stream, torch_stream
+
+    m = min(1000, n)
+    raw = {"data": {"num_clients": n}, "model": {"name": model_name},
+           "algorithm": {"name": "fedasync", "concurrency": m},
+           "client": {"epochs": 1, "batch_size": 10, "lr": 0.05}, "run": {"updates": updates, "eval_every": updates}}
+    if mode == "engine":
+        raw["run"]["workload"] = "none"
+    cfg = load_config(raw)
+    rates, routing = np.ones(n), np.full(n, 1.0 / n)
+    if mode == "engine":
+        workload, x0, sizes = NullWorkload(cfg), torch.zeros(0), np.ones(n, dtype=np.int64)
+    else:
+        from afl.data import load
+
+        data = load("mnist", data_root)
+        parts = np.random.default_rng(0).integers(0, len(data.train_y), (n, samples))
+        shards = federation.Shards(list(parts), torch.device("cpu"))
+        model = models.build(model_name, 10, data.input_shape, torch_stream(0, Stream.INIT))
+        workload = TrainingWorkload(cfg, model, data.train_x, data.train_y, shards, updates)
+        x0, sizes = params.flatten(model), shards.sizes
+    base = _rss_mb()
+    rec = recorder.Recorder()
+    sim = Simulation(cfg, algorithms.make(cfg.algorithm, routing), LazyExecutor(workload), x0, sizes, rates,
+                     routing, workload.steps, rec.update, lambda *a: None)
+    start = time.perf_counter()
+    outcome = sim.run()
+    return {"mode": mode, "n": n, "m": m, "updates": outcome.version, "seconds": time.perf_counter() - start,
+            "peak_mb": _rss_mb(), "above_start_mb": _rss_mb() - base}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000, 10_000, 100_000])
+    parser.add_argument("--modes", nargs="+", default=["engine", "training"], choices=["engine", "training"])
+    parser.add_argument("--updates", type=int, default=20_000)
+    parser.add_argument("--samples", type=int, default=20, help="samples per client (training)")
+    parser.add_argument("--model", default="logreg", choices=["logreg", "mlp"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    root = str(common.data_root(args.data_root))
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.updates, args.samples, args.model, root)))
+        return
+    print(f"machine: {common.machine()}")
+    rows = []
+    for mode in args.modes:
+        for n in args.clients:
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--updates", str(args.updates),
+                                  "--samples", str(args.samples), "--model", args.model, "--data-root", root],
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append([r["mode"], f"{r['n']:,}", r["m"], r["updates"], f"{r['seconds']:.1f}",
+                         f"{r['peak_mb']:.0f}", f"{r['above_start_mb']:.0f}"])
+            print(f"{mode} n={n}: {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
+    print(common.table(["mode", "n", "m", "updates", "seconds", "peak RSS MB", "MB above start"], rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Batched local training (afl.batched) against the sequential reference (afl.training).
+
+The equality tests run in float64, where the two paths agree to rounding (1e-9), so any
+difference in semantics shows; float32 runs agree to float tolerance on short runs.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from afl import models, params
+from afl.batched import BatchedTrainer, Options
+from afl.rng import Stream, torch_stream
+from afl.training import LocalPlan, augment, local_gradient, local_train
+
+SIZES = [40, 37, 5, 100, 18]  # batch 16: short last batches (8, 5, 5, 4, 2), one shard below a batch
+
+
+def setup(name, shape, dtype=torch.float64, sizes=SIZES, seed=0):
+    """A model, random data, disjoint shards of ``sizes`` and a different starting model per task."""
+    g = torch.Generator().manual_seed(seed)
+    model = models.build(name, 10, shape, torch.Generator().manual_seed(0)).to(dtype)
+    n = sum(sizes) + 20
+    x = torch.randn(n, *shape, generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (n,), generator=g)
+    perm = torch.randperm(n, generator=g).numpy()
+    cuts = np.cumsum([0, *sizes])
+    shards = [np.sort(perm[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    bases = [params.flatten(models.build(name, 10, shape, torch.Generator().manual_seed(i + 1))).to(dtype)
+             for i in range(len(sizes))]
+    return model, x, y, shards, bases
+
+
+def gens(count, index=3):
+    return [torch_stream(0, Stream.TRAIN, client, index) for client in range(count)]
+
+
+def plan(**kw):
+    base = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=2, steps=None,
+                lr_rule="delay_aware", lr_alpha=0.1, delay=0.0, patience=None)
+    return base | kw
+
+
+def plans_for(count, **kw):
+    return [LocalPlan(**plan(**kw, delay=0.7 * i)) for i in range(count)]  # delay-aware: a rate per task
+
+
+def assert_same(got, ref, tol):
+    for g, r in zip(got, ref):
+        assert g.steps == r.steps
+        assert g.train_loss == pytest.approx(r.train_loss, rel=tol, abs=tol)
+        torch.testing.assert_close(g.vector, r.vector, rtol=tol, atol=tol)
+
+
+CASES = {
+    "logreg-sgd": ("logreg", (1, 6, 6), {}),
+    "mlp-adam": ("mlp", (1, 6, 6), {"optimizer": "adam", "lr": 1e-2}),
+    "cnn-adam": ("cnn", (1, 6, 6), {"optimizer": "adam", "lr": 1e-2}),
+    "resnet20-sgd-augment": ("resnet20", (3, 8, 8), {"augment": True}),
+    "mlp-steps-constant": ("mlp", (1, 6, 6), {"epochs": None, "steps": 7, "lr_rule": "constant", "momentum": 0.0}),
+    "mlp-early-stopping": ("mlp", (1, 6, 6), {"epochs": 8, "patience": 1, "lr": 0.5}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_training_equals_the_sequential_reference(case):
+    name, shape, kw = CASES[case]
+    model, x, y, shards, bases = setup(name, shape)
+    plans = plans_for(len(shards), **kw)
+    got = BatchedTrainer(model, x, y, Options(precision="fp32")).train(bases, shards, plans, gens(len(shards)))
+    ref = [local_train(model, b, x, y, torch.from_numpy(s), p, g)
+           for b, s, p, g in zip(bases, shards, plans, gens(len(shards)))]
+    assert_same(got, ref, 1e-9)
+    if case == "mlp-early-stopping":  # some tasks stopped early, at different epochs, others ran all 8
+        planned = [8 * -(-len(s) // 16) for s in shards]
+        assert any(r.steps < n for r, n in zip(ref, planned)) and any(r.steps == n for r, n in zip(ref, planned))
+
+
+@pytest.mark.parametrize("name,shape", [("cnn", (1, 6, 6)), ("resnet20", (3, 8, 8))])
+def test_batched_gradients_equal_the_sequential_reference(name, shape):
+    model, x, y, shards, bases = setup(name, shape)
+    got = BatchedTrainer(model, x, y, Options(precision="fp32")).gradients(bases, shards, 16, gens(5), True)
+    ref = [local_gradient(model, b, x, y, torch.from_numpy(s), 16, g, True)
+           for b, s, g in zip(bases, shards, gens(5))]
+    assert_same(got, ref, 1e-9)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_float32_matches_within_float_tolerance(name):
+    model, x, y, shards, bases = setup(name, (1, 6, 6), dtype=torch.float32)
+    plans = plans_for(len(shards), optimizer="adam", lr=1e-3)
+    got = BatchedTrainer(model, x, y, Options()).train(bases, shards, plans, gens(len(shards)))
+    ref = [local_train(model, b, x, y, torch.from_numpy(s), p, g)
+           for b, s, p, g in zip(bases, shards, plans, gens(len(shards)))]
+    assert_same(got, ref, 1e-4)
+
+
+def test_results_do_not_depend_on_which_tasks_are_trained_together():
+    model, x, y, shards, bases = setup("resnet20", (3, 8, 8))
+    trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    plans = plans_for(len(shards), optimizer="adam", lr=1e-2)
+    together = trainer.train(bases, shards, plans, gens(5))
+    for subset in ([3], [0, 4], [4, 2, 1]):
+        pick = lambda seq: [seq[i] for i in subset]  # noqa: E731
+        apart = trainer.train(pick(bases), pick(shards), pick(plans), pick(gens(5)))
+        assert_same(apart, pick(together), 1e-10)
+
+
+def test_bf16_autocast_trains_close_to_float32():
+    model, x, y, shards, bases = setup("cnn", (1, 6, 6), dtype=torch.float32)
+    plans = plans_for(len(shards), optimizer="adam", lr=1e-3)
+    fp32 = BatchedTrainer(model, x, y, Options()).train(bases, shards, plans, gens(5))
+    bf16 = BatchedTrainer(model, x, y, Options(precision="bf16")).train(bases, shards, plans, gens(5))
+    for a, b in zip(fp32, bf16):
+        assert a.steps == b.steps and b.vector.dtype == torch.float32
+        assert b.train_loss == pytest.approx(a.train_loss, rel=0.05)
+        assert (b.vector - a.vector).norm() < 0.05 * (a.vector - bases[0]).norm() + 0.05
+
+
+def test_augment_crops_the_padded_image_and_flips():
+    image = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+    for dy, dx, flip in [(0, 0, 0), (4, 4, 0), (8, 8, 1), (3, 7, 1), (6, 1, 0)]:
+        out = augment(image, torch.tensor([dy * 18 + dx * 2 + flip]))
+        crop = padded[:, :, dy:dy + 5, dx:dx + 6]
+        torch.testing.assert_close(out, crop.flip(3) if flip else crop, rtol=0, atol=0)
