@@ -98,7 +98,7 @@ def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarr
     """Per client: tasks applied, mean staleness of its applied results, busy time, and its setting.
 
     ``predicted_staleness``: the closed Jackson network's ``E[tau_i]`` (``afl.queueing``), NaN
-    where the run is not in that setting (see ``afl.queue_cli.jackson_reasons``).
+    where the run is not in that setting (see ``afl.jackson.jackson_reasons``).
     """
     tasks = stats.tasks
     with np.errstate(invalid="ignore", divide="ignore"):

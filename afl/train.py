@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 import afl
-from afl import algorithms, checkpoint, federation, models, params, queue_cli, recorder
+from afl import algorithms, checkpoint, federation, jackson, models, params, recorder
 from afl.config import Config, config_hash, to_dict
 from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
 from afl.engine.simulator import Simulation
@@ -155,7 +155,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     recorder.write_parquet(updates, out / "updates.parquet")
     recorder.write_parquet(evals, out / "evals.parquet")
     # The closed Jackson network's prediction beside the simulated staleness (SPEC section 5).
-    prediction = queue_cli.trainer_prediction(cfg, fed.rates, fed.routing, workload.steps)
+    prediction = jackson.trainer_prediction(cfg, fed.rates, fed.routing, workload.steps)
     recorder.write_parquet(recorder.clients_frame(
         outcome.stats, fed.sizes, fed.rates, fed.routing,
         prediction.relative_delay if prediction is not None else None), out / "clients.parquet")

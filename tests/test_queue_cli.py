@@ -14,7 +14,7 @@ import yaml
 from afl import queueing
 from afl.cli import main
 from afl.config import load_config, to_dict
-from afl.queue_cli import network, resolve_constants
+from afl.jackson import network, resolve_constants
 from afl.queue_pilot import pilot_constants
 from afl.train import train
 

@@ -23,7 +23,7 @@ import pytest
 
 from afl import queueing
 from afl.config import load_config
-from afl.queue_cli import network
+from afl.jackson import network
 from afl.queue_measure import batch_means, staleness_per_client, steady_state, update_rate
 from afl.train import train
 

@@ -19,7 +19,7 @@ import seaborn as sns
 
 from afl import figures, queueing
 from afl.config import load_config
-from afl.queue_cli import network
+from afl.jackson import network
 from afl.queue_measure import batch_means, simulate_all, steady_state, update_rate
 from afl.recorder import write_parquet
 

@@ -27,7 +27,7 @@ import seaborn as sns
 
 from afl import figures, queueing
 from afl.config import apply_overrides, load_config
-from afl.queue_cli import network, resolve_constants
+from afl.jackson import network, resolve_constants
 from afl.queue_measure import one_torch_thread, simulate_all, t_interval, value_at
 from afl.recorder import write_parquet
 

@@ -18,7 +18,7 @@ import seaborn as sns
 
 from afl import figures, queueing
 from afl.config import load_config
-from afl.queue_cli import network
+from afl.jackson import network
 from afl.queue_measure import simulate_all, staleness_per_client, update_rate
 from afl.recorder import write_parquet
 
