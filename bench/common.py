@@ -1,8 +1,13 @@
 """Shared helpers of the benchmark scripts: the machine, its matmul rate, timing, tables."""
 
+import io
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -74,3 +79,31 @@ def table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def baseline(rev: str, into: Path) -> Path:
+    """The ``afl`` package as of git revision ``rev``, extracted under ``into``: put the returned
+    folder first on ``PYTHONPATH`` and a child process imports that code instead of this checkout's
+    (the "before" of a before/after measurement in one run)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "afl"], capture_output=True, check=False)
+    if archive.returncode:
+        raise SystemExit(f"--baseline {rev}: {archive.stderr.decode().strip()}; fix: name a commit of this clone")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def child_json(script: Path, args: list[str], pythonpath: Path | None = None) -> dict:
+    """Run ``script --child ARGS`` in a fresh Python (with ``pythonpath`` first on the path) and
+    return the JSON object it prints last."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f"{script.name} --child {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = Path(pythonpath or REPO).resolve()
+    if "afl" in result and expected not in Path(result["afl"]).resolve().parents:
+        raise SystemExit(f"{script.name}: the child imported afl from {result['afl']}, not from {expected}")
+    return result

@@ -10,16 +10,21 @@ the part of it above the process after imports and data loading):
   each client holds ``--samples`` random samples (clients overlap), which changes nothing
   for the engine: memory should grow with ``m`` and the model, not with ``n``.
 
+``--baseline REV`` also measures the package as of git revision ``REV`` (each in its own
+process, interleaved with this checkout's).
+
     python bench/scale_memory.py                      # n = 10 ... 100,000, both modes
+    python bench/scale_memory.py --baseline 9ebdbd7   # before/after the issue-5 engine
     python bench/scale_memory.py --clients 100000 --modes training --updates 20000
 """
 
 import argparse
 import json
 import resource
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +38,7 @@ def _rss_mb() -> float:
 
 def child(mode: str, n: int, updates: int, samples: int, model_name: str, data_root: str) -> dict:
     """One measurement, in this (fresh) process."""
+    import afl
     from afl import algorithms, federation, models, params, recorder
     from afl.config import load_config
     from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
@@ -54,17 +60,20 @@ def child(mode: str, n: int, updates: int, samples: int, model_name: str, data_r
 
         data = load("mnist", data_root)
         parts = np.random.default_rng(0).integers(0, len(data.train_y), (n, samples))
-        shards = federation.Shards(list(parts), torch.device("cpu"))
+        if hasattr(federation, "Shards"):
+            shards = federation.Shards(list(parts), torch.device("cpu"))
+        else:  # a baseline from before issue 5: one index tensor per client
+            shards = tuple(torch.as_tensor(p) for p in parts)
         model = models.build(model_name, 10, data.input_shape, torch_stream(0, Stream.INIT))
         workload = TrainingWorkload(cfg, model, data.train_x, data.train_y, shards, updates)
-        x0, sizes = params.flatten(model), shards.sizes
+        x0, sizes = params.flatten(model), np.full(n, samples, dtype=np.int64)
     base = _rss_mb()
     rec = recorder.Recorder()
     sim = Simulation(cfg, algorithms.make(cfg.algorithm, routing), LazyExecutor(workload), x0, sizes, rates,
                      routing, workload.steps, rec.update, lambda *a: None)
     start = time.perf_counter()
     outcome = sim.run()
-    return {"mode": mode, "n": n, "m": m, "updates": outcome.version, "seconds": time.perf_counter() - start,
+    return {"afl": afl.__file__, "mode": mode, "n": n, "m": m, "updates": outcome.version, "seconds": time.perf_counter() - start,
             "peak_mb": _rss_mb(), "above_start_mb": _rss_mb() - base}
 
 
@@ -76,6 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=20, help="samples per client (training)")
     parser.add_argument("--model", default="logreg", choices=["logreg", "mlp"])
     parser.add_argument("--data-root")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the afl package of git revision REV")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = str(common.data_root(args.data_root))
@@ -83,17 +93,23 @@ def main(argv=None) -> None:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.updates, args.samples, args.model, root)))
         return
     print(f"machine: {common.machine()}")
+    print(f"FedAsync, m = min(1000, n), {args.updates:,} updates; training: {args.model}, {args.samples} samples "
+          "per client, batch 10, 1 epoch")
     rows = []
-    for mode in args.modes:
-        for n in args.clients:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--updates", str(args.updates),
-                                  "--samples", str(args.samples), "--model", args.model, "--data-root", root],
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append([r["mode"], f"{r['n']:,}", r["m"], r["updates"], f"{r['seconds']:.1f}",
-                         f"{r['peak_mb']:.0f}", f"{r['above_start_mb']:.0f}"])
-            print(f"{mode} n={n}: {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
-    print(common.table(["mode", "n", "m", "updates", "seconds", "peak RSS MB", "MB above start"], rows))
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = {"this checkout": None}
+        if args.baseline:
+            codes = {f"baseline {args.baseline}": common.baseline(args.baseline, Path(tmp)), **codes}
+        for mode in args.modes:
+            for n in args.clients:
+                for code, path in codes.items():
+                    r = common.child_json(Path(__file__), [mode, str(n), "--updates", str(args.updates), "--samples",
+                                                           str(args.samples), "--model", args.model,
+                                                           "--data-root", root], path)
+                    rows.append([r["mode"], code, f"{r['n']:,}", r["m"], r["updates"], f"{r['seconds']:.1f}",
+                                 f"{r['peak_mb']:.0f}", f"{r['above_start_mb']:.0f}"])
+                    print(f"{mode} n={n} ({code}): {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
+    print(common.table(["mode", "code", "n", "m", "updates", "seconds", "peak RSS MB", "MB above start"], rows))
 
 
 if __name__ == "__main__":

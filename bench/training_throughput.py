@@ -2,13 +2,16 @@
 
 Benchmarks 1 and 2 of issue 5. The workload: MNIST, Dirichlet(0.5) over 10 clients, one
 round of 5 clients (the paper's local settings: Adam, gamma_0 = 1e-3 with the delay-aware
-rule, delays uniform(0, 2), batch 64), ``--epochs`` local epochs each. Three implementations
-run it in this process, interleaved (A B C A B C ...), on the same data:
+rule, delays uniform(0, 2), batch 64), ``--epochs`` local epochs each. Four implementations
+(five with ``--bf16``) run it in this process, interleaved (A B C D A B C D ...), on the same data:
 
-- ``reference``: the first seed's approach, written for this benchmark: clients trained one
-  after another, a per-sample ``torch.utils.data.Dataset`` (uint8 image -> normalised float
-  tensor in ``__getitem__``) with a shuffling ``DataLoader`` of batch 64, a new Adam
+- ``seed-style``: the first seed's approach, written for this benchmark: clients trained one
+  after another, a per-sample ``torch.utils.data.Dataset`` that does what torchvision's
+  ``MNIST`` with ``ToTensor()`` and ``Normalize`` does for each sample (a PIL image, converted
+  to a float tensor, normalised), a shuffling ``DataLoader`` of batch 64, a new Adam
   optimizer each epoch;
+- ``lean loader``: the same with a leaner per-sample ``__getitem__`` (NumPy slice to a
+  normalised tensor, no PIL): the per-sample design without torchvision's per-sample costs;
 - ``sequential``: ``afl.training.local_train``, one task after another with the dataset as a
   tensor and batches by index (the engine before batching, kept as its reference);
 - ``batched``: ``afl.batched.BatchedTrainer``, all tasks of the round at once (the engine).
@@ -18,11 +21,11 @@ The process is set up as ``afl train`` sets it up (``configure_precision``, and 
 engine's allocator setting and the ratios measure the code alone; ``--default-allocator``
 leaves glibc's default for all of them.
 
-Printed per model and clock: samples per second (median of ``--repeats``), the ratio to the
-reference, and the fraction of the machine's measured fp32 matrix-multiply rate (timed by the
-same clock) that training reaches (3 x ``models.flops_per_sample`` FLOPs per sample: forward
-plus backward). Wall seconds are what a run takes; on a shared machine, the process CPU
-seconds of a single-threaded run (``--threads 1``) measure the work alone.
+Printed per model: samples per second by the wall clock (median of ``--repeats``), the ratios
+to the two per-sample references, and the fraction of the machine's measured matrix-multiply
+rate in the same precision (fp32, or bf16 for ``batched bf16``) that training reaches (3 x
+``models.flops_per_sample`` FLOPs per sample: forward plus backward). ``--bf16`` adds the
+engine with ``run.precision: bf16`` (autocast; on CPUs with AMX, its bf16 tiles).
 
     python bench/training_throughput.py                  # cnn, mlp, logreg; 1 epoch; 3 repeats
     python bench/training_throughput.py --models cnn --epochs 2 --bf16
@@ -35,6 +38,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import common
@@ -47,8 +51,8 @@ from afl.rng import Stream, torch_stream
 from afl.training import LocalPlan, local_train
 
 
-class SeedDataset(Dataset):
-    """The first seed's data path: one sample at a time, normalised on access."""
+class LeanDataset(Dataset):
+    """A per-sample data path without PIL: one NumPy slice, normalised on access."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray):
         self.images, self.labels, self.indices = images, labels, indices
@@ -62,11 +66,30 @@ class SeedDataset(Dataset):
         return x, int(self.labels[j])
 
 
-def reference_round(model: torch.nn.Module, bases, shards, plans, images, labels) -> None:
+class SeedDataset(LeanDataset):
+    """The first seed's data path: what torchvision's ``MNIST`` with ``ToTensor()`` and
+    ``Normalize((0.5,), (0.5,))`` does for each sample, without torchvision."""
+
+    def __getitem__(self, i: int):
+        j = self.indices[i]
+        picture = Image.fromarray(self.images[j])  # MNIST.__getitem__
+        x = torch.from_numpy(np.array(picture, np.uint8, copy=True))  # ToTensor
+        x = x.view(picture.size[1], picture.size[0], 1).permute((2, 0, 1)).contiguous()
+        x = x.to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor((0.5,), dtype=x.dtype)  # Normalize
+        std = torch.as_tensor((0.5,), dtype=x.dtype)
+        if (std == 0).any():
+            raise ValueError("std evaluated to zero")
+        return x.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1)), int(self.labels[j])
+
+
+def reference_round(model: torch.nn.Module, bases, shards, plans, dataset) -> None:
+    """One round the first seed's way: clients one after another, a ``DataLoader`` over a
+    per-sample ``dataset``, a new Adam optimizer each local epoch."""
     for base, shard, plan in zip(bases, shards, plans):
         params.load(model, base)
         model.train()
-        loader = DataLoader(SeedDataset(images, labels, shard), batch_size=plan.batch_size, shuffle=True)
+        loader = DataLoader(dataset(shard), batch_size=plan.batch_size, shuffle=True)
         for epoch in range(plan.epochs):
             opt = torch.optim.Adam(model.parameters(), lr=delay_aware(plan.lr, epoch, plan.delay, plan.lr_alpha))
             for xb, yb in loader:
@@ -104,15 +127,16 @@ def main(argv=None) -> None:
     delays = np.random.default_rng(1).uniform(0, 2, args.clients)
     shards = [fed.shards.host(int(c))[:args.max_samples] for c in clients]
     samples = args.epochs * sum(len(s) for s in shards)
-    rates = [common.matmul_rate(device, clock=clock) for clock in (0, 1)]
+    rates = {"fp32": common.matmul_rate(device), "bf16": common.matmul_rate(device, torch.bfloat16)}
     print(f"machine: {common.machine()}")
     print(f"allocator: {'glibc default' if args.default_allocator else 'configure_host_allocator'}")
     print(f"workload: MNIST, Dirichlet(0.5), 10 clients; clients {clients.tolist()} "
           f"({[len(s) for s in shards]} samples), {args.epochs} epoch(s): {samples} samples per round; "
-          f"Adam 1e-3 delay-aware, batch 64")
-    print(f"measured fp32 matmul rate: {rates[0] / 1e9:.0f} GFLOP/s (wall), {rates[1] / 1e9:.0f} GFLOP/CPU-s")
-    headers = ["model", "implementation", "samples/s", "vs reference", "of fp32 matmul rate", "samples/CPU-s",
-               "vs reference (CPU)", "of fp32 matmul rate (CPU)", "each repeat (samples/s)"]
+          f"Adam 1e-3 delay-aware, batch 64; median of {args.repeats}, implementations interleaved")
+    print(f"measured matmul rate (2048^3): fp32 {rates['fp32'] / 1e9:,.0f} GFLOP/s, "
+          f"bf16 {rates['bf16'] / 1e9:,.0f} GFLOP/s")
+    headers = ["model", "implementation", "samples/s", "vs seed-style", "vs lean loader",
+               "of the matmul rate (same precision)", "each repeat (samples/s)"]
 
     rows = []
     for name in args.models:
@@ -123,7 +147,10 @@ def main(argv=None) -> None:
                  for d in delays]
         gens = lambda: [torch_stream(0, Stream.TRAIN, int(c), 0) for c in clients]  # noqa: E731
         engines = {
-            "reference": lambda: reference_round(model, bases, shards, plans, images, labels),
+            "seed-style": lambda: reference_round(model, bases, shards, plans,
+                                                  lambda s: SeedDataset(images, labels, s)),
+            "lean loader": lambda: reference_round(model, bases, shards, plans,
+                                                   lambda s: LeanDataset(images, labels, s)),
             "sequential": lambda: [local_train(model, b, fed.train_x, fed.train_y, torch.from_numpy(s).to(device),
                                                p, g) for b, s, p, g in zip(bases, shards, plans, gens())],
         }
@@ -135,16 +162,15 @@ def main(argv=None) -> None:
         times = {label: [] for label in engines}
         for _ in range(args.repeats):
             for label, run in engines.items():
-                times[label].append(common.timed(run, device))
-        per_clock = {label: [samples / statistics.median(t[clock] for t in ts) for clock in (0, 1)]
-                     for label, ts in times.items()}
-        for label, (wall, cpu) in per_clock.items():
-            ref_wall, ref_cpu = per_clock["reference"]
-            rows.append([name, label, f"{wall:,.0f}", f"{wall / ref_wall:.2f}x", f"{wall * flops / rates[0]:.0%}",
-                         f"{cpu:,.0f}", f"{cpu / ref_cpu:.2f}x", f"{cpu * flops / rates[1]:.0%}",
-                         " ".join(f"{samples / t[0]:,.0f}" for t in times[label])])
-        print(f"{name}: {per_clock['batched'][0] / per_clock['reference'][0]:.2f}x the reference", file=sys.stderr,
-              flush=True)
+                times[label].append(common.timed(run, device)[0])
+        speed = {label: samples / statistics.median(ts) for label, ts in times.items()}
+        for label, value in speed.items():
+            rate = rates["bf16" if label.endswith("bf16") else "fp32"]
+            rows.append([name, label, f"{value:,.0f}", f"{value / speed['seed-style']:.2f}x",
+                         f"{value / speed['lean loader']:.2f}x", f"{value * flops / rate:.0%}",
+                         " ".join(f"{samples / t:,.0f}" for t in times[label])])
+        print(f"{name}: batched {speed['batched'] / speed['seed-style']:.2f}x the seed-style reference",
+              file=sys.stderr, flush=True)
     print(common.table(headers, rows))
 
 

@@ -21,10 +21,32 @@ def test_engine_overhead_prints_every_rule():
         assert f"| {rule} |" in out
 
 
+def test_engine_overhead_measures_a_baseline_revision_in_its_own_process():
+    out = bench("engine_overhead.py", "--clients", 100, "--concurrency", 10, "--results", 500, "--repeats", 1,
+                "--rules", "fedasync", "--baseline", "HEAD")
+    assert "| fedasync | baseline HEAD | 500 |" in out and "| fedasync | this checkout | 500 |" in out
+
+
+def test_baseline_names_a_missing_revision_in_one_line():
+    result = subprocess.run([sys.executable, str(BENCH / "engine_overhead.py"), "--baseline", "no-such-rev"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    assert result.stderr.startswith("--baseline no-such-rev:") and "fix: name a commit" in result.stderr
+
+
+def test_scale_memory_table_with_a_baseline(shared_data_root):
+    out = bench("scale_memory.py", "--clients", 10, 300, "--modes", "engine", "--updates", 200, "--baseline", "HEAD",
+                "--data-root", shared_data_root)
+    for n in ("10", "300"):
+        assert f"| engine | baseline HEAD | {n} |" in out and f"| engine | this checkout | {n} |" in out
+
+
 def test_training_throughput_prints_ratios(shared_data_root):
     out = bench("training_throughput.py", "--data-root", shared_data_root, "--models", "logreg", "--repeats", 1,
                 "--max-samples", 64, "--threads", 1)
-    assert "| logreg | batched |" in out and "| logreg | reference | " in out and "x |" in out
+    for implementation in ("seed-style", "lean loader", "sequential", "batched"):
+        assert f"| logreg | {implementation} |" in out
+    assert "| logreg | seed-style | " in out and "| 1.00x |" in out
 
 
 def test_paper_experiment_runs_reduced(shared_data_root):
