@@ -24,7 +24,10 @@ from afl.train import train
 RAW = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
        "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
                                                                "buffer_size": 2},
-       "run": {"updates": 240, "eval_every": 40, "checkpoint_every": 30}}
+       "run": {"updates": 2400, "eval_every": 400, "checkpoint_every": 100}}
+# About 15 s of training on a 2-core machine: room for SLURM's scheduler (sched_interval=5) to
+# preempt the cell between its first checkpoint and its end. (240 updates ran out in 1.5 s once
+# training was batched, before the preemption arrived.)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,12 +74,12 @@ def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp
     assert not waiter.is_alive() and "error" not in outcome, outcome
     assert outcome["info"]["status"] == "completed" and outcome["info"]["job_id"] == job_id
     info = json.loads((out / "run.json").read_text())
-    assert info["resumed"] is True
     log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
-    assert "this job is preempted" in log and "resumes from the checkpoint.pt just written" in log
-    urgent_state = subprocess.run(["sacct", "-j", urgent, "-X", "-n", "-P", "-o", "State"],
-                                  capture_output=True, text=True, timeout=30).stdout.split()
-    assert urgent_state and urgent_state[0] == "COMPLETED"
+    urgent_state = subprocess.run(["sacct", "-j", f"{job_id},{urgent}", "-X", "-n", "-P", "-o", "JobID,State,Start,End"],
+                                  capture_output=True, text=True, timeout=30).stdout
+    assert info["resumed"] is True, f"the cell was not preempted mid-run: sacct {urgent_state!r}, log:\n{log[-2000:]}"
+    assert "this job is preempted" in log and "resumes from the checkpoint.pt just written" in log, log[-2000:]
+    assert f"{urgent}|COMPLETED|" in urgent_state, urgent_state
     assert_same_tables(tmp_path / "whole", out)
 
 
