@@ -75,11 +75,15 @@ def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp
     assert outcome["info"]["status"] == "completed" and outcome["info"]["job_id"] == job_id
     info = json.loads((out / "run.json").read_text())
     log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
-    urgent_state = subprocess.run(["sacct", "-j", f"{job_id},{urgent}", "-X", "-n", "-P", "-o", "JobID,State,Start,End"],
-                                  capture_output=True, text=True, timeout=30).stdout
-    assert info["resumed"] is True, f"the cell was not preempted mid-run: sacct {urgent_state!r}, log:\n{log[-2000:]}"
+
+    def accounting():
+        return subprocess.run(["sacct", "-j", f"{job_id},{urgent}", "-X", "-n", "-P", "-o", "JobID,State,Start,End"],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    assert info["resumed"] is True, f"the cell was not preempted mid-run: sacct {accounting()!r}, log:\n{log[-2000:]}"
     assert "this job is preempted" in log and "resumes from the checkpoint.pt just written" in log, log[-2000:]
-    assert f"{urgent}|COMPLETED|" in urgent_state, urgent_state
+    # Accounting reaches slurmdbd asynchronously: poll until the urgent job's line is final.
+    wait_until(lambda: f"{urgent}|COMPLETED|" in accounting(), 30, "sacct COMPLETED for the urgent job")
     assert_same_tables(tmp_path / "whole", out)
 
 

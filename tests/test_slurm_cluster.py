@@ -132,7 +132,8 @@ def test_submit_returns_result_and_sacct_completed(tmp_path: Path) -> None:
     assert result["host_job"] == job.job_id
     # Accounting reaches slurmdbd asynchronously: poll until the job's own line is final.
     states = wait_until(
-        lambda: (s := sacct_states(job.job_id)) and s[0] != "RUNNING" and s, 30, "sacct COMPLETED"
+        lambda: (s := sacct_states(job.job_id)) and s[0] not in ("PENDING", "RUNNING", "COMPLETING") and s, 30,
+        "sacct COMPLETED"
     )
     assert states[0] == "COMPLETED", states
     assert all(s == "COMPLETED" for s in states), states
