@@ -178,7 +178,7 @@ class RunConfig:
                           "tf32", PRECISIONS)
     channels_last: bool = _key("channels-last memory format for convolutional models", True)
     compile: bool = _key("torch.compile local training's forward pass and loss (one graph per number of tasks "
-                         "in a step)", False)
+                         "in a step; CUDA graphs on a GPU, a C++ compiler needed on CPU)", False)
     checkpoint_every: int | None = _key("save the whole state every this many server updates (off if unset)")
     checkpoint_minutes: float = _key("also save every this many wall-clock minutes", 5.0)
 

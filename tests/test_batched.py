@@ -95,6 +95,21 @@ def test_float32_matches_within_float_tolerance(name):
     assert_same(got, ref, 1e-4)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_compiled_training_matches_eager_within_float_tolerance(name):
+    """``run.compile``: torch.compile of the forward pass and loss (one graph per number of tasks
+    in a step: the ragged shards here need several) trains to the eager numbers."""
+    model, x, y, shards, bases = setup(name, (1, 6, 6), dtype=torch.float32)
+    plans = plans_for(len(shards), optimizer="adam", lr=1e-3)
+    eager = BatchedTrainer(model, x, y, Options()).train(bases, shards, plans, gens(len(shards)))
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = BatchedTrainer(model, x, y, Options(compile=True)).train(bases, shards, plans, gens(len(shards)))
+    assert counters["stats"]["unique_graphs"] >= 2, dict(counters["stats"])  # one graph per number of tasks
+    assert_same(compiled, eager, 1e-5)
+
+
 def test_results_do_not_depend_on_which_tasks_are_trained_together():
     model, x, y, shards, bases = setup("resnet20", (3, 8, 8))
     trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
