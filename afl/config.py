@@ -452,6 +452,9 @@ def validate(cfg: Config) -> Config:
     _at_least("timing.download", t.download, 0.0, 0.0)
     _at_least("timing.upload", t.upload, 0.0, 0.0)
     _check_rates(t.rates)
+    if run.workload == "none" and t.per == "step" and c.steps is None and a.name != "asyncsgd":
+        _fail("timing.per", "step timing of local epochs counts each client's batches, and run.workload: none "
+              "builds no shards to count", "set client.steps (local steps per task) or timing.per: task")
 
     _at_least("run.updates", run.updates, 1, 100)
     _at_least("run.rounds", run.rounds, 1, 20)

@@ -68,6 +68,7 @@ def test_hash_is_stable_and_sensitive():
     ({"timing": {"rates": {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1}]}}},
      "timing.rates.groups", "sum to 0.5"),
     ({"timing": {"high": 0}}, "timing.high", "must exceed"),
+    ({"timing": {"per": "step"}, "run": {"workload": "none"}}, "timing.per", "builds no shards"),
     ({"data": {"name": "synthetic"}, "model": {"name": "cnn"}}, "model.name", "needs images"),
     ({"data": {"partition": "natural"}}, "data.partition", "federated dataset"),
     ({"client": {"schedule": "step"}}, "client.schedule_every", "period"),

@@ -100,7 +100,7 @@ class NullWorkload:
 
     def __init__(self, cfg: Config):
         self.gradient = cfg.algorithm.name == "asyncsgd"
-        self.steps_per_task = cfg.client.steps or cfg.client.epochs or 1
+        self.steps_per_task = cfg.client.steps or 1  # per-step timing of epochs is refused (afl.config)
 
     def steps(self, client: int) -> int:
         return self.steps_per_task
