@@ -47,11 +47,15 @@ class Federation:
     test_x: torch.Tensor | None
     test_y: torch.Tensor | None
     shards: Shards  # per-client index tensors into train_x, on the device
-    sizes: np.ndarray  # n_i
     rates: np.ndarray  # mu_i
     routing: np.ndarray  # p_i
     num_classes: int
     input_shape: tuple[int, ...]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``n_i``, the clients' shard sizes."""
+        return self.shards.sizes
 
 
 def device_of(cfg: Config) -> torch.device:
@@ -67,6 +71,12 @@ def routing_vector(routing, n: int) -> np.ndarray:
     return np.asarray(routing_probabilities(routing, n), dtype=float)
 
 
+def client_rates(cfg: Config) -> np.ndarray:
+    """``mu_i`` of the config's clients, drawn from the keyed stream ``(seed, RATES)``: the rates the
+    trainer simulates and the queueing model (``afl.jackson.network``) predicts with."""
+    return timing.client_rates(cfg.timing.rates, cfg.data.num_clients, numpy_stream(cfg.seed, Stream.RATES))
+
+
 def _subset(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray | None:
     return None if k is None or k >= n else np.sort(rng.choice(n, size=k, replace=False))
 
@@ -74,11 +84,11 @@ def _subset(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray | Non
 def build(cfg: Config, device: torch.device) -> Federation:
     """Load and split the data, and draw the clients' rates, all from keyed streams."""
     d, n = cfg.data, cfg.data.num_clients
-    rates = timing.client_rates(cfg.timing.rates, n, numpy_stream(cfg.seed, Stream.RATES))
+    rates = client_rates(cfg)
     routing = routing_vector(cfg.algorithm.routing, n)
     if cfg.run.workload == "none":
         return Federation(None, None, None, None, Shards(np.zeros((n, 1), dtype=np.int64), torch.device("cpu")),
-                          np.ones(n, dtype=np.int64), rates, routing, 0, ())
+                          rates, routing, 0, ())
     ds = data.load(d.name, d.root, num_clients=n, seed=cfg.seed, synthetic_alpha=d.synthetic_alpha,
                    synthetic_beta=d.synthetic_beta, verify=d.verify)
     train_x, train_y, natural = ds.train_x, ds.train_y, ds.client_indices
@@ -100,5 +110,4 @@ def build(cfg: Config, device: torch.device) -> Federation:
         raise ConfigError(f"data.partition: {exc}; fix: lower data.min_size or data.num_clients, "
                           "or raise data.alpha") from None
     return Federation(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
-                      Shards(parts, device),
-                      np.array([len(p) for p in parts]), rates, routing, ds.num_classes, ds.input_shape)
+                      Shards(parts, device), rates, routing, ds.num_classes, ds.input_shape)

@@ -57,14 +57,12 @@ def service_rates(cfg, rates: np.ndarray, steps=None) -> np.ndarray:
 
 
 def network(cfg) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(mu, p, m)`` of a config: the trainer's rates (same keyed stream) and routing."""
-    from afl import federation, timing
-    from afl.rng import Stream, numpy_stream
+    """``(mu, p, m)`` of a config: the trainer's rates (``afl.federation.client_rates``) and routing."""
+    from afl import federation
 
     n = cfg.data.num_clients
-    rates = timing.client_rates(cfg.timing.rates, n, numpy_stream(cfg.seed, Stream.RATES))
     routing = federation.routing_vector(cfg.algorithm.routing if cfg.algorithm.selection == "routing" else None, n)
-    return service_rates(cfg, rates), routing, cfg.algorithm.concurrency
+    return service_rates(cfg, federation.client_rates(cfg)), routing, cfg.algorithm.concurrency
 
 
 def trainer_prediction(cfg, rates: np.ndarray, routing: np.ndarray, steps):
