@@ -68,10 +68,18 @@ logs_of() { # the log files worth showing when <daemon> fails
     esac
 }
 
+exited() { # exited <daemon>: the process start_bg recorded is gone (or a zombie)
+    local pid state
+    pid=$(cat "$PIDS/$1.pid" 2>/dev/null) || return 1
+    state=$(sed -E 's/.*\) ([A-Za-z]) .*/\1/' /proc/"$pid"/stat 2>/dev/null) || return 0
+    [ -z "$state" ] || [ "$state" = Z ]
+}
+
 wait_for() { # wait_for <daemon> <what> <cmd...>: poll cmd until it succeeds, the daemon dies, or TIMEOUT
     local name=$1 what=$2 t=$SECONDS; shift 2
     until "$@" >/dev/null 2>&1; do
-        if [ -f "$PIDS/$name.pid" ] && ! pid_of "$name" >/dev/null; then
+        # Not pid_of: until setsid and setpriv have exec'd into the daemon, its comm is theirs.
+        if exited "$name"; then
             fail_with_logs "$name" "$name exited while waiting for $what"
         fi
         if (( SECONDS - t >= TIMEOUT )); then
