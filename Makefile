@@ -1,17 +1,18 @@
 # make test: set up .venv (torch CPU wheel + the package) and the slurm profile, run the test suite.
-# make demo: set up, then run the demo grid (workflow/config/demo.yaml) on this machine: MNIST from
+# make demo: set up, then run the demo grid (config/demo.yaml) on this machine: MNIST from
 #            $AFL_DATA_ROOT (else downloaded into ./data), figures in results/figures/, report in
 #            results/report.html.
 # make profile: install the Snakemake profile `slurm` (cluster/profiles/slurm) for this user.
+# make lint: `snakemake --lint` with every workflow config and `snakefmt --check` of the workflow.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Where Snakemake finds `--profile NAME`: the user's Snakemake config folder.
 PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
-DEMO := --profile cluster/profiles/local --configfile workflow/config/demo.yaml
+DEMO := --profile cluster/profiles/local --configfile config/demo.yaml
 
-.PHONY: setup profile test demo clean
+.PHONY: setup profile test lint demo clean
 
 setup: $(VENV)/.installed profile
 
@@ -34,10 +35,15 @@ $(PROFILE_DIR)/slurm/config.yaml: cluster/profiles/slurm/config.yaml
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: setup
+	for config in config/demo.yaml config/paper.yaml config/queueing.yaml; do \
+		$(VENV)/bin/snakemake --lint --configfile $$config || exit 1; done
+	$(VENV)/bin/snakefmt --check Snakefile workflow/
+
 demo: setup
 	$(VENV)/bin/afl data download mnist --quiet
 	$(VENV)/bin/snakemake all queueing $(DEMO)
-	$(VENV)/bin/snakemake $(DEMO) --report results/report.html
+	$(VENV)/bin/snakemake all queueing $(DEMO) --report results/report.html
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .snakemake

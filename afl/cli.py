@@ -12,6 +12,9 @@ from pathlib import Path
 
 from afl.errors import AflError
 
+# Each command imports what it needs when it runs, not at the top: `afl --help`, `afl validate` and
+# `afl launch` (on a login node) then start without loading torch.
+
 
 def _load(args):
     from afl.config import load_config
@@ -20,7 +23,7 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
-    from afl.train import train
+    from afl.run.train import train
 
     cfg = _load(args)
     info = train(cfg, Path(args.out), progress=not args.quiet, restart=args.restart)
@@ -89,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=cmd_data_download)
 
-    from afl import launch, queue_cli
+    from afl.cluster import launch
+    from afl.queueing import cli as queue_cli
 
     queue_cli.add_parser(sub, config_args)
     launch.add_parser(sub, config_args)

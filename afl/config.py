@@ -13,26 +13,27 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from afl import staleness
-from afl.errors import ConfigError
+from afl import rules
+from afl.errors import ConfigError, config_fail
+from afl.rules import lr as lr_rules
+from afl.rules import staleness
+from afl.rules.fedbuff import DEFAULT_BUFFER
 
-ALGORITHMS = ("sfl", "afl", "fedasync", "fedbuff", "asyncsgd")
 DATASETS = ("mnist", "cifar10", "synthetic")
 MODELS = ("cnn", "resnet20", "mlp", "logreg")
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
 OPTIMIZERS = ("sgd", "adam")
-LR_RULES = ("constant", "delay_aware")
-SCHEDULES = ("constant", "cosine", "step")
 SELECTIONS = ("without_replacement", "with_replacement", "routing")
-STEP_RULES = ("constant", "delay_adaptive")
 WEIGHTINGS = ("data_size", "uniform")
 DISTRIBUTIONS = ("exponential", "uniform", "constant", "lognormal")
 RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace")
@@ -42,10 +43,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("tf32", "fp32", "bf16")
 
 DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
-DEFAULT_STALENESS = {"sfl": "constant", "afl": "polynomial", "fedasync": "polynomial",
-                     "fedbuff": "fedbuff", "asyncsgd": "constant"}
 DEFAULT_ROUNDS = 20
-DEFAULT_FEDBUFF_BUFFER = 10
 
 
 def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None):
@@ -90,9 +88,9 @@ class ClientConfig:
     steps: int | None = _key("local SGD steps per task instead of epochs")
     batch_size: int = _key("local batch size B", 64)
     lr_rule: str | None = _key("local lr rule (default: delay_aware for afl, else constant)",
-                               None, LR_RULES)
+                               None, lr_rules.LOCAL_RULES)
     lr_alpha: float = _key("alpha of the delay-aware rule gamma_0/(sqrt(e+1)(1+alpha d))", 0.01)
-    schedule: str = _key("lr schedule over server versions", "constant", SCHEDULES)
+    schedule: str = _key("lr schedule over server versions", "constant", lr_rules.SCHEDULES)
     schedule_gamma: float = _key("factor of the step schedule", 0.1)
     schedule_every: int | None = _key("server versions between steps of the step schedule")
     patience: int | None = _key("early stopping: local epochs without improvement (off if unset)")
@@ -109,14 +107,14 @@ class StalenessConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    name: str = _key("server rule", "afl", ALGORITHMS)
+    name: str = _key("server rule", "afl", tuple(rules.RULES))
     concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
     staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
                                       factory=StalenessConfig)
-    buffer_size: int | None = _key(f"fedbuff buffer K (default min(m, {DEFAULT_FEDBUFF_BUFFER}))")
+    buffer_size: int | None = _key(f"fedbuff buffer K (default min(m, {DEFAULT_BUFFER}))")
     mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
     server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta)", 1.0)
-    step_rule: str = _key("asyncsgd step size rule", "constant", STEP_RULES)
+    step_rule: str = _key("asyncsgd step size rule", "constant", lr_rules.STEP_RULES)
     tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
     drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
                             False)
@@ -200,8 +198,7 @@ class Config:
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _fail(key: str, problem: str, fix: str) -> typing.NoReturn:
-    raise ConfigError(f"{key}: {problem}; fix: {fix}")
+_fail = config_fail
 
 
 def _type_name(tp) -> str:
@@ -232,10 +229,14 @@ def _coerce(key: str, value, tp):
         if not isinstance(value, (list, tuple)):
             _fail(key, f"expected {_type_name(tp)}, got {value!r}", f"write {key} as a YAML list")
         return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-        return float(value)  # PyYAML reads 1e-3 (no dot) as a string
+    if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e-3 (no dot) as a string
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # The one place every float key passes: no key gives inf or nan a meaning.
+            if not math.isfinite(value):
+                _fail(key, f"must be a finite number, got {value}", f"set {key} to a finite number")
+            return float(value)
     if tp is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
@@ -284,15 +285,41 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(part, {}), dict):
                 _fail(".".join(parts[: i + 1]), "is not a section", f"override {path} differently")
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = parse_yaml(text, f"--set {path.strip()}")
     return raw
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                _fail(f"{self.name}: {key}", f"written twice in one mapping (lines {seen[key]} and {line})",
+                      "keep one of them")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, name: str = "<string>"):
+    """YAML with the safe loader and no repeated keys (``name`` is what errors call the source)."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader; a missing or malformed file is a ConfigError."""
+    """Read a YAML mapping with the safe loader; a missing or malformed file, a top level that is
+    not a mapping, or a key written twice is a ConfigError."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         _fail(str(path), "no such config file", "check the path")
     except yaml.YAMLError as exc:
@@ -302,13 +329,19 @@ def read_yaml(path: str | Path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        _fail(str(path), "the top level must be a mapping of sections", "see configs/ for examples")
+        _fail(str(path), "the top level must be a mapping of sections", "see config/runs/ for examples")
     return raw
 
 
 def load_config(source: str | Path | dict | None = None, overrides: list[str] = ()) -> Config:
     """Load, override, resolve defaults and validate a config (a YAML path or a mapping)."""
-    raw = source if isinstance(source, dict) or source is None else read_yaml(source)
+    if isinstance(source, (str, Path)):
+        raw = read_yaml(source)
+    elif isinstance(source, dict) or source is None:
+        raw = source
+    else:
+        _fail("config", f"the top level must be a mapping of sections, got {type(source).__name__}",
+              "pass a YAML file's path or a dict")
     raw = apply_overrides(raw, list(overrides))
     return validate(resolve(_build(Config, raw, "")))
 
@@ -320,15 +353,16 @@ def resolve(cfg: Config) -> Config:
     """Fill the defaults that depend on other keys, so the saved config is explicit."""
     r = dataclasses.replace
     alg = cfg.algorithm
+    rule = rules.get(alg.name)
     data = r(cfg.data, partition=cfg.data.partition
              or ("natural" if cfg.data.name == "synthetic" else "dirichlet"),
              augment=cfg.data.augment if cfg.data.augment is not None else cfg.data.name == "cifar10")
     model = r(cfg.model, name=cfg.model.name or DEFAULT_MODEL[data.name])
     client = cfg.client
-    if client.epochs is None and client.steps is None and alg.name != "asyncsgd":
+    if client.epochs is None and client.steps is None and not rule.gradient:
         client = r(client, epochs=1)
-    client = r(client, lr_rule=client.lr_rule or ("delay_aware" if alg.name == "afl" else "constant"))
-    name = alg.staleness.name or DEFAULT_STALENESS[alg.name]
+    client = r(client, lr_rule=client.lr_rule or rule.lr_rule)
+    name = alg.staleness.name or rule.staleness
     defaults = staleness.PARAMS[name]
     given = {k: getattr(alg.staleness, k) for k in ("a", "b", "beta")}
     for k, v in given.items():
@@ -338,15 +372,13 @@ def resolve(cfg: Config) -> Config:
                   f"remove algorithm.staleness.{k}")
     stal = StalenessConfig(name=name, **{k: (given[k] if given[k] is not None else defaults.get(k))
                                          for k in given})
-    selection = alg.selection or ("routing" if alg.name == "asyncsgd" else "without_replacement")
-    buffer_size = alg.buffer_size
-    if buffer_size is None and alg.name == "fedbuff":
-        buffer_size = min(alg.concurrency, DEFAULT_FEDBUFF_BUFFER)
+    selection = alg.selection or rule.selection
     routing = alg.routing
     if routing is None and selection == "routing":
         routing = "uniform"
-    alg = r(alg, staleness=stal, selection=selection, buffer_size=buffer_size, routing=routing,
+    alg = r(alg, staleness=stal, selection=selection, routing=routing,
             tau_c=alg.tau_c if alg.tau_c is not None else alg.concurrency)
+    alg = r(alg, **rule.defaults(alg))
     run = cfg.run
     if run.updates is None and run.rounds is None and run.time is None:
         run = r(run, rounds=DEFAULT_ROUNDS)
@@ -378,6 +410,9 @@ def validate(cfg: Config) -> Config:
     _at_least("data.test_subset", d.test_subset, 1, 1000)
     _positive("data.synthetic_alpha", d.synthetic_alpha, 1.0)
     _positive("data.synthetic_beta", d.synthetic_beta, 1.0)
+    if d.partition == "natural" and d.train_subset is not None:
+        _fail("data.train_subset", "the natural partition of synthetic data cannot be subsampled",
+              "remove data.train_subset, or set data.partition to iid, dirichlet or shards")
     if d.partition == "natural" and d.name != "synthetic":
         _fail("data.partition", f"'natural' needs a federated dataset, {d.name} has none",
               "use iid, dirichlet or shards")
@@ -403,9 +438,10 @@ def validate(cfg: Config) -> Config:
     _at_least("client.patience", c.patience, 1, 10)
     if c.epochs is not None and c.steps is not None:
         _fail("client.steps", "client.epochs and client.steps are both set", "keep only one of them")
-    if a.name == "asyncsgd" and (c.epochs is not None or c.steps is not None):
+    rule = rules.get(a.name)
+    if rule.gradient and (c.epochs is not None or c.steps is not None):
         key = "client.epochs" if c.epochs is not None else "client.steps"
-        _fail(key, "asyncsgd clients return one stochastic gradient, not local epochs or steps",
+        _fail(key, f"{a.name} clients return one stochastic gradient, not local epochs or steps",
               f"remove {key}")
     if c.patience is not None and c.epochs is None:
         _fail("client.patience", "early stopping counts local epochs", "set client.epochs or remove client.patience")
@@ -419,21 +455,12 @@ def validate(cfg: Config) -> Config:
     if a.selection == "without_replacement" and m > n:
         _fail("algorithm.concurrency", f"{m} tasks in flight but only {n} clients and selection "
               "without replacement", f"lower it to at most {n} or set algorithm.selection: with_replacement")
-    if a.name == "fedbuff":
-        _at_least("algorithm.buffer_size", a.buffer_size, 1, 10)
-        if a.buffer_size > m:
-            _fail("algorithm.buffer_size", f"buffer {a.buffer_size} can never fill with {m} tasks in flight",
-                  f"lower it to at most {m} or raise algorithm.concurrency")
-    elif a.buffer_size is not None:
-        _fail("algorithm.buffer_size", f"only fedbuff has a buffer, not {a.name}", "remove algorithm.buffer_size")
+    rules.validate(a)
     _positive("algorithm.mixing", a.mixing, 0.5)
     if a.mixing >= 1:
         _fail("algorithm.mixing", f"must be < 1, got {a.mixing}", "use a value in (0, 1) such as 0.5")
     _positive("algorithm.server_lr", a.server_lr, 1.0)
     _at_least("algorithm.tau_c", a.tau_c, 0, m)
-    if a.step_rule != "constant" and a.name != "asyncsgd":
-        _fail("algorithm.step_rule", f"the delay-adaptive step applies to asyncsgd, not {a.name}",
-              "remove algorithm.step_rule or use algorithm.name: asyncsgd")
     try:
         staleness.make(a.staleness.name, **{k: v for k, v in dataclasses.asdict(a.staleness).items()
                                             if k != "name" and v is not None})
@@ -452,7 +479,7 @@ def validate(cfg: Config) -> Config:
     _at_least("timing.download", t.download, 0.0, 0.0)
     _at_least("timing.upload", t.upload, 0.0, 0.0)
     _check_rates(t.rates)
-    if run.workload == "none" and t.per == "step" and c.steps is None and a.name != "asyncsgd":
+    if run.workload == "none" and t.per == "step" and c.steps is None and not rule.gradient:
         _fail("timing.per", "step timing of local epochs counts each client's batches, and run.workload: none "
               "builds no shards to count", "set client.steps (local steps per task) or timing.per: task")
 
@@ -505,6 +532,8 @@ def routing_probabilities(routing, n: int) -> list[float]:
         routing = raw["p"] if isinstance(raw, dict) and "p" in raw else raw
         if not isinstance(routing, list) or not all(_is_number(v) for v in routing):
             _fail(source, "holds no list of probabilities", 'write {"p": [p_0, ..., p_n-1]}')
+        if not all(math.isfinite(v) for v in routing):
+            _fail(source, "holds a probability that is not a finite number", "write finite probabilities")
     if len(routing) != n:
         _fail(source, f"has {len(routing)} entries for {n} clients", f"give exactly {n} probabilities")
     if min(routing) < 0:
@@ -512,6 +541,11 @@ def routing_probabilities(routing, n: int) -> list[float]:
     if abs(sum(routing) - 1) > 1e-6:
         _fail(source, f"sums to {sum(routing):g}, not 1", "normalise the probabilities")
     return [float(v) for v in routing]
+
+
+def routing_vector(routing, n: int) -> np.ndarray:
+    """p as an array (see ``routing_probabilities``)."""
+    return np.asarray(routing_probabilities(routing, n), dtype=float)
 
 
 def _is_number(value) -> bool:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from afl.recorder import replace_atomically, tmp_name  # noqa: E402
+from afl.atomic import replace_atomically, tmp_name  # noqa: E402
 
 DPI = 150
 

@@ -5,10 +5,15 @@ numbers a client, a task or the server draws do not depend on what other compone
 before, nor on the order in which work is executed or batched.
 """
 
+from __future__ import annotations
+
 import enum
+import typing
 
 import numpy as np
-import torch
+
+if typing.TYPE_CHECKING:
+    import torch
 
 
 class Stream(enum.IntEnum):
@@ -30,5 +35,7 @@ def numpy_stream(seed: int, purpose: Stream, *ids: int) -> np.random.Generator:
 
 def torch_stream(seed: int, purpose: Stream, *ids: int) -> torch.Generator:
     """A CPU torch generator for ``(seed, purpose, *ids)``."""
+    import torch  # here, not at the top: the event simulation and the login node use this module without torch
+
     state = np.random.SeedSequence([seed, int(purpose), *ids]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))

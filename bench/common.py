@@ -11,6 +11,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,3 +108,45 @@ def child_json(script: Path, args: list[str], pythonpath: Path | None = None) ->
     if "afl" in result and expected not in Path(result["afl"]).resolve().parents:
         raise SystemExit(f"{script.name}: the child imported afl from {result['afl']}, not from {expected}")
     return result
+
+
+def adam_plan(epochs: int, delay: float):
+    """The training benchmarks' local plan: Adam at 1e-3, batch 64, delay-aware (alpha 0.01), no early stop."""
+    from afl.learning.local import LocalPlan  # here: a baseline revision (--baseline) has no afl.learning
+
+    return LocalPlan(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0, batch_size=64, epochs=epochs,
+                     steps=None, lr_rule="delay_aware", lr_alpha=0.01, delay=delay, patience=None)
+
+
+def simulation(cfg, on_update, fed=None):
+    """The wired simulation of ``cfg`` (``afl.run.build``), to time or measure ``.run()``.
+
+    ``fed``: a prebuilt federation (``shards``, ``rates``, ``routing``, data tensors). A baseline
+    revision (``--baseline``) from before the run builder has no ``afl.run.build``: its own
+    wiring, as its ``afl.train`` did it, stands in.
+    """
+    try:
+        from afl.run.build import build
+    except ImportError:
+        return _legacy_simulation(cfg, on_update, fed)
+    return build(cfg, on_update=on_update, fed=fed).simulation
+
+
+def _legacy_simulation(cfg, on_update, fed):
+    """The wiring of revisions before the run builder (kept only to measure them as baselines)."""
+    from afl import algorithms, federation, models, params
+    from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
+    from afl.engine.simulator import Simulation
+    from afl.rng import Stream, torch_stream
+
+    fed = fed if fed is not None else federation.build(cfg, torch.device("cpu"))
+    if cfg.run.workload == "none":
+        workload, x0 = NullWorkload(cfg), torch.zeros(0)
+    else:
+        model = models.build(cfg.model.name, fed.num_classes, fed.input_shape, torch_stream(cfg.seed, Stream.INIT))
+        workload = TrainingWorkload(cfg, model, fed.train_x, fed.train_y, fed.shards, cfg.run.updates)
+        x0 = params.flatten(model)
+    sizes = getattr(fed, "sizes", None)
+    sizes = sizes if sizes is not None else np.array([len(s) for s in fed.shards])
+    return Simulation(cfg, algorithms.make(cfg.algorithm, fed.routing), LazyExecutor(workload), x0, sizes, fed.rates,
+                      fed.routing, workload.steps, on_update, lambda *a: None)

@@ -29,23 +29,19 @@ RULES = ("sfl", "afl", "fedasync", "fedbuff", "asyncsgd")
 
 def child(rule: str, n: int, m: int, results: int) -> dict:
     """One null-workload run in this (fresh) process: server updates, wall and CPU seconds."""
-    import torch
-
     import afl
-    from afl import algorithms, federation, recorder
     from afl.config import load_config
-    from afl.engine.executor import LazyExecutor, NullWorkload
-    from afl.engine.simulator import Simulation
+
+    try:
+        from afl.run.recorder import Recorder
+    except ImportError:  # a baseline revision
+        from afl.recorder import Recorder
 
     raw = {"data": {"num_clients": n}, "algorithm": {"name": rule, "concurrency": m},
            "run": {"workload": "none", "rounds": results // m}}
     if rule == "fedbuff":
         raw["algorithm"]["buffer_size"] = 10
-    cfg = load_config(raw)
-    fed = federation.build(cfg, torch.device("cpu"))
-    workload, rec = NullWorkload(cfg), recorder.Recorder()
-    sim = Simulation(cfg, algorithms.make(cfg.algorithm, fed.routing), LazyExecutor(workload), torch.zeros(0),
-                     fed.sizes, fed.rates, fed.routing, workload.steps, rec.update, lambda *a: None)
+    sim = common.simulation(load_config(raw), Recorder().update)
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = sim.run()
     return {"afl": afl.__file__, "updates": outcome.version, "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}

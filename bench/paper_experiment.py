@@ -1,8 +1,8 @@
 """The first seed's MNIST experiment end to end, and throughput vs tasks per batch (issue 5, benchmark 5).
 
-Part 1 trains ``configs/mnist-paper.yaml`` (1000 rounds of 5 clients x 10 local epochs, batch
+Part 1 trains ``config/runs/mnist-paper.yaml`` (1000 rounds of 5 clients x 10 local epochs, batch
 64, the paper CNN, Adam with the delay-aware rule, Dirichlet(0.5) over 10 clients) through
-``afl.train.train`` and prints its wall time and final test accuracy; the first seed's code
+``afl.run.train.train`` and prints its wall time and final test accuracy; the first seed's code
 took 10 h 32 min on an A100. Part 2 trains ``T`` tasks at once (one local epoch of the CNN
 each, clients 0..9 in turn) for each ``T`` in ``--task-batches`` and prints samples/s.
 
@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 
 import common
-from afl import federation, models, params
-from afl.batched import BatchedTrainer, Options, configure_precision
+from afl import params
+from afl.learning import models
+from afl.run import federation
+from afl.learning.trainer import BatchedTrainer, Options, configure_precision
 from afl.config import load_config
 from afl.rng import Stream, torch_stream
-from afl.train import train
-from afl.training import LocalPlan
+from afl.run.train import train
 
 
 def experiment(args, root: Path, device: torch.device) -> None:
@@ -36,7 +37,7 @@ def experiment(args, root: Path, device: torch.device) -> None:
                  f"run.device={device.type}", f"run.precision={args.precision}", f"run.compile={args.compile}"]
     if args.train_subset:
         overrides += [f"data.train_subset={args.train_subset}", "data.test_subset=2000"]
-    cfg = load_config(common.REPO / "configs" / "mnist-paper.yaml", overrides)
+    cfg = load_config(common.REPO / "config" / "runs" / "mnist-paper.yaml", overrides)
     info: dict = {}
     with tempfile.TemporaryDirectory() as out:
         wall, _ = common.timed(lambda: info.update(train(cfg, Path(out), progress=args.progress)), device)
@@ -57,7 +58,7 @@ def task_batches(args, root: Path, device: torch.device) -> None:
     for count in args.task_batches:
         tasks = [(t % 10, t // 10) for t in range(count)]
         shards = [fed.shards.host(c) for c, _ in tasks]
-        plans = [LocalPlan("adam", 1e-3, 0.0, 0.0, 64, 1, None, "delay_aware", 0.01, 1.0, None)] * count
+        plans = [common.adam_plan(epochs=1, delay=1.0)] * count
         samples = sum(len(s) for s in shards)
 
         def run():

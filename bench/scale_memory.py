@@ -39,11 +39,14 @@ def _rss_mb() -> float:
 def child(mode: str, n: int, updates: int, samples: int, model_name: str, data_root: str) -> dict:
     """One measurement, in this (fresh) process."""
     import afl
-    from afl import algorithms, federation, models, params, recorder
     from afl.config import load_config
-    from afl.engine.executor import LazyExecutor, NullWorkload, TrainingWorkload
-    from afl.engine.simulator import Simulation
-    from afl.rng import Stream, torch_stream
+
+    try:
+        from afl.run import federation
+        from afl.run.recorder import Recorder
+    except ImportError:  # a baseline revision
+        from afl import federation
+        from afl.recorder import Recorder
 
     m = min(1000, n)
     raw = {"data": {"num_clients": n}, "model": {"name": model_name},
@@ -54,23 +57,22 @@ def child(mode: str, n: int, updates: int, samples: int, model_name: str, data_r
     cfg = load_config(raw)
     rates, routing = np.ones(n), np.full(n, 1.0 / n)
     if mode == "engine":
-        workload, x0, sizes = NullWorkload(cfg), torch.zeros(0), np.ones(n, dtype=np.int64)
+        parts = np.zeros((n, 1), dtype=np.int64)  # one (unused) sample each: no data is loaded
+        data = None
     else:
         from afl.data import load
 
         data = load("mnist", data_root)
         parts = np.random.default_rng(0).integers(0, len(data.train_y), (n, samples))
-        if hasattr(federation, "Shards"):
-            shards = federation.Shards(list(parts), torch.device("cpu"))
-        else:  # a baseline from before issue 5: one index tensor per client
-            shards = tuple(torch.as_tensor(p) for p in parts)
-        model = models.build(model_name, 10, data.input_shape, torch_stream(0, Stream.INIT))
-        workload = TrainingWorkload(cfg, model, data.train_x, data.train_y, shards, updates)
-        x0, sizes = params.flatten(model), np.full(n, samples, dtype=np.int64)
+    if hasattr(federation, "Shards"):
+        shards = federation.Shards(list(parts), torch.device("cpu"))
+    else:  # a baseline from before issue 5: one index tensor per client
+        shards = tuple(torch.as_tensor(p) for p in parts)
+    fed = federation.Federation(*(None, None, None, None) if data is None else
+                                (data.train_x, data.train_y, data.test_x, data.test_y),
+                                shards, rates, routing, 10, (1, 28, 28) if data is None else data.input_shape)
     base = _rss_mb()
-    rec = recorder.Recorder()
-    sim = Simulation(cfg, algorithms.make(cfg.algorithm, routing), LazyExecutor(workload), x0, sizes, rates,
-                     routing, workload.steps, rec.update, lambda *a: None)
+    sim = common.simulation(cfg, Recorder().update, fed)
     start = time.perf_counter()
     outcome = sim.run()
     return {"afl": afl.__file__, "mode": mode, "n": n, "m": m, "updates": outcome.version, "seconds": time.perf_counter() - start,

@@ -12,9 +12,9 @@ rule, delays uniform(0, 2), batch 64), ``--epochs`` local epochs each. Four impl
   optimizer each epoch;
 - ``lean loader``: the same with a leaner per-sample ``__getitem__`` (NumPy slice to a
   normalised tensor, no PIL): the per-sample design without torchvision's per-sample costs;
-- ``sequential``: ``afl.training.local_train``, one task after another with the dataset as a
+- ``sequential``: ``afl.learning.reference.local_train``, one task after another with the dataset as a
   tensor and batches by index (the engine before batching, kept as its reference);
-- ``batched``: ``afl.batched.BatchedTrainer``, all tasks of the round at once (the engine).
+- ``batched``: ``afl.learning.trainer.BatchedTrainer``, all tasks of the round at once (the engine).
 
 The process is set up as ``afl train`` sets it up (``configure_precision``, and on CPU
 ``configure_host_allocator``), so every implementation, the reference too, runs under the
@@ -42,13 +42,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import common
-from afl import federation, models, params
-from afl.batched import BatchedTrainer, Options, configure_host_allocator, configure_precision
+from afl import params
+from afl.learning import models
+from afl.run import federation
+from afl.learning.trainer import BatchedTrainer, Options, configure_host_allocator, configure_precision
 from afl.config import load_config
 from afl.data import mnist
-from afl.lr import delay_aware
+from afl.rules.lr import delay_aware
 from afl.rng import Stream, torch_stream
-from afl.training import LocalPlan, local_train
+from afl.learning.reference import local_train
 
 
 class LeanDataset(Dataset):
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
         model = models.build(name, 10, (1, 28, 28), torch_stream(0, Stream.INIT)).to(device)
         flops = 3 * models.flops_per_sample(model, (1, 28, 28))
         bases = [params.flatten(model)] * args.clients
-        plans = [LocalPlan("adam", 1e-3, 0.0, 0.0, 64, args.epochs, None, "delay_aware", 0.01, float(d), None)
+        plans = [common.adam_plan(epochs=args.epochs, delay=float(d))
                  for d in delays]
         gens = lambda: [torch_stream(0, Stream.TRAIN, int(c), 0) for c in clients]  # noqa: E731
         engines = {

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from afl.config import load_config
-from afl.train import train
+from afl.run.train import train
 
 BASE = {
     "data": {"name": "mnist", "num_clients": 10, "partition": "dirichlet", "alpha": 0.5,

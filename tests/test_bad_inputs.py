@@ -5,7 +5,6 @@ exit status 2, and nothing written. Config-key cases live in tests/test_config.p
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,16 +13,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afl import checkpoint
+from afl.run import checkpoint
 from afl.cli import main
 from afl.config import config_hash, load_config, to_dict
-from afl.engine import executor
+from afl.learning import workloads
 from afl.errors import ConfigError
-from afl.train import train
+from afl.run.train import train
 
-REPO = Path(__file__).resolve().parents[1]
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
 
 
 def small(data_root, **sections) -> dict:
@@ -44,16 +40,6 @@ def run_cli(tmp_path, capsys, raw, out=None, *extra):
     return code, capsys.readouterr().err.strip().splitlines(), out
 
 
-def copy_mnist(shared_data_root, tmp_path) -> Path:
-    root = tmp_path / "data"
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in MNIST_FILES:
-        source = next((shared_data_root / "MNIST" / "raw").glob(f"{name}*"))
-        shutil.copy(source, raw / source.name)
-    return root
-
-
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -65,8 +51,8 @@ def _flip_a_byte(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, words", [(_truncate, "MD5"), (_flip_a_byte, "MD5")])
-def test_damaged_dataset_file_is_refused_by_checksum(tmp_path, shared_data_root, capsys, damage, words):
-    root = copy_mnist(shared_data_root, tmp_path)
+def test_damaged_dataset_file_is_refused_by_checksum(tmp_path, copy_mnist, capsys, damage, words):
+    root = copy_mnist(tmp_path / "data").parents[1]
     damage(next((root / "MNIST" / "raw").glob("train-labels*")))
     code, err, out = run_cli(tmp_path, capsys, small(root))
     assert code == 2 and len(err) == 1, err
@@ -74,8 +60,8 @@ def test_damaged_dataset_file_is_refused_by_checksum(tmp_path, shared_data_root,
     assert not out.exists()
 
 
-def test_missing_dataset_file(tmp_path, shared_data_root, capsys):
-    root = copy_mnist(shared_data_root, tmp_path)
+def test_missing_dataset_file(tmp_path, copy_mnist, capsys):
+    root = copy_mnist(tmp_path / "data").parents[1]
     next((root / "MNIST" / "raw").glob("t10k-images*")).unlink()
     code, err, out = run_cli(tmp_path, capsys, small(root))
     assert code == 2 and len(err) == 1 and "t10k-images" in err[0] and "fix:" in err[0], err
@@ -150,7 +136,7 @@ def test_divergence_stops_with_its_update_and_keeps_the_tables(tmp_path, shared_
 def test_a_crash_mid_run_records_failed_and_keeps_the_checkpoint(tmp_path, shared_data_root, monkeypatch):
     raw = small(shared_data_root, run={"updates": 12, "eval_every": 3, "checkpoint_every": 2})
     cfg = load_config(raw)
-    real, calls = executor.TrainingWorkload.__call__, []
+    real, calls = workloads.TrainingWorkload.__call__, []
 
     def flaky(self, tasks):
         calls.append(1)
@@ -158,14 +144,14 @@ def test_a_crash_mid_run_records_failed_and_keeps_the_checkpoint(tmp_path, share
             raise RuntimeError("CUDA error: out of memory")
         return real(self, tasks)
 
-    monkeypatch.setattr(executor.TrainingWorkload, "__call__", flaky)
+    monkeypatch.setattr(workloads.TrainingWorkload, "__call__", flaky)
     with pytest.raises(RuntimeError):
         train(cfg, tmp_path, progress=False)
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["status"] == "failed" and "out of memory" in info["reason"]
     assert info["config_hash"] == config_hash(cfg)
     assert checkpoint.load(tmp_path)["simulation"]["version"] >= 2
-    monkeypatch.setattr(executor.TrainingWorkload, "__call__", real)
+    monkeypatch.setattr(workloads.TrainingWorkload, "__call__", real)
     assert train(cfg, tmp_path, progress=False)["resumed"]  # a failed run is retried from its checkpoint
 
 
@@ -212,3 +198,43 @@ def _derived_keys() -> set[str]:
             "algorithm.staleness", "algorithm.staleness.a", "algorithm.staleness.b", "client.epochs",
             "client.steps", "client.lr_rule", "client.schedule", "data.alpha", "data.partition",
             "model.name", "timing.rates.groups", "run.updates", "run.rounds", "run.time"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("client: {lr: .inf}\n", "client.lr: must be a finite number, got inf; fix: set client.lr to a finite number"),
+    ("client:\n  lr: -.inf\n", "client.lr: must be a finite number, got -inf"),
+    ("algorithm: {name: fedasync, mixing: .nan}\n", "algorithm.mixing: must be a finite number, got nan"),
+    ("client: {lr: 1e999}\n", "client.lr: must be a finite number, got inf"),  # a YAML 1.1 string: 1e999
+    ("timing: {rates: {kind: groups, groups: [{fraction: .inf, rate: 1}]}}\n",
+     "timing.rates.groups[0].fraction: must be a finite number"),
+    ("- a\n", "the top level must be a mapping of sections"),
+    ("[]\n", "the top level must be a mapping of sections"),
+    ("3\n", "the top level must be a mapping of sections"),
+    ("just words\n", "the top level must be a mapping of sections"),
+    ("seed: 1\nseed: 2\n", "seed: written twice in one mapping (lines 1 and 2); fix: keep one of them"),
+    ("client:\n  lr: 0.1\n  momentum: 0.5\n  lr: 0.2\n", "lr: written twice in one mapping (lines 2 and 4)"),
+])
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_config_file_holes_are_one_line_errors_and_write_nothing(tmp_path, capsys, text, words, command):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    code = main([command, str(config)] + (["--out", str(out)] if command == "train" else []))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("afl: error: ") and words in err[0] and "fix: " in err[0], err
+    assert not out.exists()
+
+
+def test_yaml11_exponent_without_dot_still_reads_as_a_number(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("client: {lr: 1e-3, lr_alpha: 2E-2}\n")
+    assert yaml.safe_load(config.read_text())["client"]["lr"] == "1e-3"  # PyYAML's reading: a string
+    cfg = load_config(config)
+    assert cfg.client.lr == 0.001 and cfg.client.lr_alpha == 0.02
+    assert main(["validate", str(config)]) == 0 and capsys.readouterr().out.startswith("ok: ")
+
+
+def test_a_config_that_is_not_a_mapping_is_refused_by_the_loader_too():
+    with pytest.raises(ConfigError, match=r"^config: the top level must be a mapping of sections, got list"):
+        load_config(["a"])

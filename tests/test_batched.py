@@ -1,4 +1,4 @@
-"""Batched local training (afl.batched) against the sequential reference (afl.training).
+"""Batched local training (afl.learning.trainer) against the sequential reference (afl.learning.local).
 
 The equality tests run in float64, where the two paths agree to rounding (1e-9), so any
 difference in semantics shows; float32 runs agree to float tolerance on short runs.
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from afl import models, params
-from afl.batched import BatchedTrainer, Options
+from afl import params
+from afl.learning import models
+from afl.learning.trainer import BatchedTrainer, Options
 from afl.rng import Stream, torch_stream
-from afl.training import LocalPlan, augment, local_gradient, local_train
+from afl.learning.local import LocalPlan, augment
+from afl.learning.reference import local_gradient, local_train
 
 SIZES = [40, 37, 5, 100, 18]  # batch 16: short last batches (8, 5, 5, 4, 2), one shard below a batch
 
@@ -76,6 +78,7 @@ def test_batched_training_equals_the_sequential_reference(case):
         assert any(r.steps < n for r, n in zip(ref, planned)) and any(r.steps == n for r, n in zip(ref, planned))
 
 
+@pytest.mark.blas
 @pytest.mark.parametrize("name,shape", [("cnn", (1, 6, 6)), ("resnet20", (3, 8, 8))])
 def test_batched_gradients_equal_the_sequential_reference(name, shape):
     model, x, y, shards, bases = setup(name, shape)
@@ -85,6 +88,7 @@ def test_batched_gradients_equal_the_sequential_reference(name, shape):
     assert_same(got, ref, 1e-9)
 
 
+@pytest.mark.blas
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_float32_matches_within_float_tolerance(name):
     model, x, y, shards, bases = setup(name, (1, 6, 6), dtype=torch.float32)

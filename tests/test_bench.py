@@ -49,6 +49,13 @@ def test_training_throughput_prints_ratios(shared_data_root):
     assert "| logreg | seed-style | " in out and "| 1.00x |" in out
 
 
+def test_portable_float_compares_both_settings_in_child_processes(shared_data_root):
+    out = bench("portable_float.py", "--data-root", shared_data_root, "--models", "logreg", "--rounds", 1,
+                "--repeats", 1, "--max-samples", 64, "--threads", 1)
+    assert "kernels: default " in out and ", portable DEFAULT" in out  # the children really ran each setting
+    assert "| logreg | " in out and out.rstrip().endswith("x |")
+
+
 def test_paper_experiment_runs_reduced(shared_data_root):
     out = bench("paper_experiment.py", "--data-root", shared_data_root, "--device", "cpu", "--rounds", 1,
                 "--epochs", 1, "--train-subset", 1000, "--task-batches", 1, 3, "--repeats", 1)

@@ -1,14 +1,14 @@
 """The command line as a user runs it: exit codes, one-line errors, the four outputs."""
 
 import json
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def afl(*args, env=None):
@@ -17,7 +17,7 @@ def afl(*args, env=None):
 
 
 def test_validate_accepts_every_shipped_config():
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    for path in sorted((REPO / "config" / "runs").glob("*.yaml")):
         result = afl("validate", str(path))
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("ok:")
@@ -36,7 +36,7 @@ def test_bad_config_is_one_line_exit_2_and_nothing_written(tmp_path):
 
 
 def test_bad_override_and_bad_yaml(tmp_path):
-    result = afl("validate", str(REPO / "configs/mnist-small.yaml"), "--set", "client.lr=-1")
+    result = afl("validate", str(REPO / "config/runs/mnist-small.yaml"), "--set", "client.lr=-1")
     assert result.returncode == 2 and "client.lr: must be > 0" in result.stderr
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("data: [unclosed\n")
@@ -46,7 +46,7 @@ def test_bad_override_and_bad_yaml(tmp_path):
 
 
 def test_missing_dataset_names_the_folder_and_the_fix(tmp_path):
-    result = afl("train", str(REPO / "configs/mnist-small.yaml"), "--out", str(tmp_path / "o"),
+    result = afl("train", str(REPO / "config/runs/mnist-small.yaml"), "--out", str(tmp_path / "o"),
                  "--set", f"data.root={tmp_path / 'nowhere'}")
     assert result.returncode == 2
     assert "afl data download" in result.stderr and str(tmp_path / "nowhere") in result.stderr
@@ -55,7 +55,7 @@ def test_missing_dataset_names_the_folder_and_the_fix(tmp_path):
 
 def test_train_writes_the_four_outputs_with_a_progress_bar(tmp_path, shared_data_root):
     out = tmp_path / "run"
-    result = afl("train", str(REPO / "configs/mnist-small.yaml"), "--out", str(out),
+    result = afl("train", str(REPO / "config/runs/mnist-small.yaml"), "--out", str(out),
                  "--set", f"data.root={shared_data_root}", "--set", "run.rounds=4", "--set", "run.eval_every=2")
     assert result.returncode == 0, result.stderr
     assert "upd" in result.stderr and "acc=" in result.stderr  # the tqdm bar
@@ -89,3 +89,24 @@ def test_usage_errors_are_one_line_with_the_fix(argv, capsys):
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "error:" in err[0] and "fix: see `afl" in err[0], err
+
+
+def test_progress_bar_moves_during_local_training(tmp_path, shared_data_root, capsys, monkeypatch):
+    """The bar shows the local steps of the batch in training and redraws its clock meanwhile,
+    instead of sitting at 0 updates with the clock frozen until the first batch is trained."""
+    import afl.run.train
+    from afl.config import load_config
+
+    monkeypatch.setattr(afl.run.train, "PROGRESS_SECONDS", 0.0)  # redraw on every local step
+    cfg = load_config({"data": {"name": "mnist", "root": str(shared_data_root), "num_clients": 3,
+                                "train_subset": 900, "test_subset": 100},
+                       "model": {"name": "cnn"}, "algorithm": {"name": "fedbuff", "concurrency": 3},
+                       "client": {"epochs": 1, "batch_size": 64}, "run": {"updates": 2}})
+    afl.run.train.train(cfg, tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    before_first_update = err[:err.index("1/2 [")]
+    redraws = [(int(d), int(n)) for d, n in re.findall(r"local=(\d+)/(\d+) steps", before_first_update)]
+    planned = redraws[-1][1]
+    # The first batch's task-steps, shown as they are done, while the bar still reads 0 updates.
+    assert planned > 5 and [d for d, _ in redraws] == sorted({d for d, _ in redraws}), redraws
+    assert len([d for d, n in redraws if d < n]) >= 4 and redraws[-1] == (planned, planned), redraws

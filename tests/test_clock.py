@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from afl.engine.clock import Deadlock, run
+from afl.sim.clock import Deadlock, run
 
 
 def test_sleep_jumps_the_clock_without_real_waiting():

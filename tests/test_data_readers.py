@@ -1,4 +1,3 @@
-import gzip
 import os
 import pickle
 import shutil
@@ -19,19 +18,6 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 @pytest.fixture(scope="module")
 def mnist_ds(shared_data_root) -> Dataset:
     return load("mnist", shared_data_root)
-
-
-def copy_mnist(src_root: Path, dest_root: Path, decompress: bool = False) -> Path:
-    """Copy the four MNIST files into ``dest_root/MNIST/raw``, optionally decompressed."""
-    raw = dest_root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in mnist.MD5:
-        src = src_root / "MNIST" / "raw" / name
-        if decompress:
-            (raw / name.removesuffix(".gz")).write_bytes(gzip.decompress(src.read_bytes()))
-        else:
-            shutil.copyfile(src, raw / name)
-    return raw
 
 
 # --- MNIST -------------------------------------------------------------------------------
@@ -57,23 +43,23 @@ def test_mnist_normalisation_matches_pixels(mnist_ds, shared_data_root):
     assert torch.equal(mnist_ds.train_x[:100, 0], expected)
 
 
-def test_mnist_decompressed_copies_give_identical_tensors(mnist_ds, shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path, decompress=True)
+def test_mnist_decompressed_copies_give_identical_tensors(mnist_ds, copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path, decompress=True)
     assert not list(raw.glob("*.gz"))
     ds = load("mnist", tmp_path)
     for field in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(ds, field), getattr(mnist_ds, field)), field
 
 
-def test_mnist_prefers_gz_when_both_exist(shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path)
+def test_mnist_prefers_gz_when_both_exist(copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path)
     (raw / "train-labels-idx1-ubyte").write_bytes(b"garbage")
     _, train_y, _, _ = read_mnist(raw)
     assert np.bincount(train_y).tolist() == TRAIN_COUNTS
 
 
-def test_mnist_flipped_byte_fails_md5_naming_the_file(shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path)
+def test_mnist_flipped_byte_fails_md5_naming_the_file(copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path)
     path = raw / "t10k-labels-idx1-ubyte.gz"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -85,8 +71,8 @@ def test_mnist_flipped_byte_fails_md5_naming_the_file(shared_data_root, tmp_path
     assert mnist.MD5[path.name] in message and "afl data download mnist" in message
 
 
-def test_mnist_truncated_gz_is_rejected_with_and_without_verify(shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path)
+def test_mnist_truncated_gz_is_rejected_with_and_without_verify(copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path)
     path = raw / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DataError, match="MD5 mismatch") as err:
@@ -97,8 +83,8 @@ def test_mnist_truncated_gz_is_rejected_with_and_without_verify(shared_data_root
     assert str(path) in str(err.value)
 
 
-def test_mnist_truncated_decompressed_copy_is_rejected(shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path, decompress=True)
+def test_mnist_truncated_decompressed_copy_is_rejected(copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path, decompress=True)
     path = raw / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(DataError, match="truncated") as err:
@@ -106,8 +92,8 @@ def test_mnist_truncated_decompressed_copy_is_rejected(shared_data_root, tmp_pat
     assert str(path) in str(err.value)
 
 
-def test_mnist_wrong_magic_is_rejected(shared_data_root, tmp_path):
-    raw = copy_mnist(shared_data_root, tmp_path, decompress=True)
+def test_mnist_wrong_magic_is_rejected(copy_mnist, tmp_path):
+    raw = copy_mnist(tmp_path, decompress=True)
     images, labels = raw / "train-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"
     shutil.copyfile(labels, images)
     with pytest.raises(DataError, match="magic number 2049 \\(expected 2051\\)") as err:

@@ -1,20 +1,23 @@
 """The event simulator: determinism, synchronous rounds, FIFO queues, queueing theory, batching."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from afl.config import load_config
-from afl.engine import executor as executor_module
-from afl.train import train
+import afl
 
-TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
+from afl.sim import executor as executor_module
+from helpers import TWO_GROUPS, train_tables
+
 
 
 def simulate(tmp_path, raw, name="run"):
-    info = train(load_config(raw), tmp_path / name, progress=False)
-    read = lambda f: pd.read_parquet(tmp_path / name / f)  # noqa: E731
-    return info, read("updates.parquet"), read("evals.parquet"), read("clients.parquet")
+    return train_tables(tmp_path / name, raw)[1:]
 
 
 def null_run(rule, **extra):
@@ -102,19 +105,84 @@ def test_asyncsgd_matches_the_closed_jackson_network(tmp_path):
     assert clients.tasks.sum() == updates
 
 
-def test_results_do_not_depend_on_batching(tmp_path, monkeypatch, shared_data_root):
-    raw = {"data": {"name": "mnist", "root": str(shared_data_root), "num_clients": 10,
-                    "train_subset": 3000, "test_subset": 500},
-           "model": {"name": "logreg"}, "algorithm": {"name": "fedbuff", "concurrency": 5, "buffer_size": 2},
-           "client": {"steps": 5, "batch_size": 16}, "run": {"updates": 12, "eval_every": 4}}
+# The event columns do not depend on the numbers training computes (counter-based durations).
+EVENT_COLUMNS = ["version", "time", "client", "base_version", "staleness", "weight", "dispatch_time",
+                 "start_time", "duration"]
+
+
+def batching_config(data_root) -> dict:
+    return {"data": {"name": "mnist", "root": str(data_root), "num_clients": 10, "train_subset": 3000,
+                     "test_subset": 500},
+            "model": {"name": "logreg"}, "algorithm": {"name": "fedbuff", "concurrency": 5, "buffer_size": 2},
+            "client": {"steps": 5, "batch_size": 16, "lr": 0.01}, "run": {"updates": 12, "eval_every": 4}}
+
+
+class Eager(executor_module.LazyExecutor):
+    """Each task trained alone, the moment it is submitted (the lazy executor batches them)."""
+
+    def submit(self, task):
+        super().submit(task)
+        self.done[task.id] = self.workload([self.pending.pop(task.id)])[0]
+
+
+def lazy_and_eager(tmp_path, monkeypatch, raw):
     _, lazy_u, lazy_e, _ = simulate(tmp_path, raw, "lazy")
-
-    class Eager(executor_module.LazyExecutor):
-        def submit(self, task):
-            super().submit(task)
-            self.done[task.id] = self.workload([self.pending.pop(task.id)])[0]
-
-    monkeypatch.setattr("afl.train.LazyExecutor", Eager)
+    monkeypatch.setattr("afl.run.build.LazyExecutor", Eager)
     _, eager_u, eager_e, _ = simulate(tmp_path, raw, "eager")
-    pd.testing.assert_frame_equal(lazy_u, eager_u)
-    pd.testing.assert_frame_equal(lazy_e.drop(columns="wall_time"), eager_e.drop(columns="wall_time"))
+    return (lazy_u, lazy_e.drop(columns="wall_time")), (eager_u, eager_e.drop(columns="wall_time"))
+
+
+@pytest.mark.blas
+def test_batching_changes_results_only_by_float_rounding(tmp_path, monkeypatch, shared_data_root):
+    """Promise 2 (README "Reproducibility"): batching pending tasks changes float rounding only.
+
+    The BLAS picks kernels (and so summation orders) by shape and CPU, so a batch of 5 tasks and 5
+    single tasks round differently: bitwise equality held on one CPU only. The tolerance: float32
+    rounds at u = 6e-8; a 784-long dot product summed in another order differs by about
+    sqrt(784) u = 1.7e-6 relative; each parameter passes through at most 12 updates x 5 local steps
+    = 60 such steps, and local SGD at lr 0.01 does not expand differences on this convex problem,
+    so the runs agree to 60 x 1.7e-6 = 1e-4 relative (measured: <= 1e-6 under three MKL paths). A
+    batching bug (a task trained on another's minibatches, a wrong learning rate) moves the losses
+    by percents. (At lr 0.05 the first updates raise the loss from 6 to 8: a phase that amplifies
+    rounding to 1e-2 over 40 updates; that is still rounding, but no short tolerance argues it.)
+    """
+    (lazy_u, lazy_e), (eager_u, eager_e) = lazy_and_eager(tmp_path, monkeypatch, batching_config(shared_data_root))
+    pd.testing.assert_frame_equal(lazy_u[EVENT_COLUMNS], eager_u[EVENT_COLUMNS], check_exact=True)
+    pd.testing.assert_frame_equal(lazy_u, eager_u, check_exact=False, rtol=1e-4, atol=0)
+    pd.testing.assert_frame_equal(lazy_e, eager_e, check_exact=False, rtol=1e-4, atol=0)
+
+
+PORTABLE_ENV_KEYS = ("AFL_PORTABLE_FLOAT", *afl.PORTABLE_ENV)
+
+
+def test_portable_float_switch_makes_batching_bitwise(tmp_path, monkeypatch, shared_data_root, request):
+    """Promise 3: under AFL_PORTABLE_FLOAT=1 batching changes no bit, even where the run amplifies rounding.
+
+    The switch acts as torch loads, so without it this test runs itself in a fresh pytest with it.
+    """
+    if not afl.PORTABLE:
+        env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV_KEYS} | {"AFL_PORTABLE_FLOAT": "1"}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               f"{__file__}::{request.node.name}"], env=env, capture_output=True, text=True,
+                              timeout=600, cwd=Path(__file__).parents[1])
+        assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+        return
+    import torch
+
+    assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    assert all(os.environ.get(k) == v for k, v in afl.PORTABLE_ENV.items())
+    raw = batching_config(shared_data_root)
+    raw["client"]["lr"] = 0.05  # the amplifying setting: batching moves losses by 1e-3 without the switch
+    raw["run"]["updates"] = 30
+    (lazy_u, lazy_e), (eager_u, eager_e) = lazy_and_eager(tmp_path, monkeypatch, raw)
+    pd.testing.assert_frame_equal(lazy_u, eager_u, check_exact=True)
+    pd.testing.assert_frame_equal(lazy_e, eager_e, check_exact=True)
+
+
+def test_portable_float_switch_refuses_to_start_after_torch():
+    env = {**os.environ, "AFL_PORTABLE_FLOAT": "1"}
+    for key in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-c", "import torch, afl"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "AFL_PORTABLE_FLOAT=1 must take effect before torch loads" in done.stderr

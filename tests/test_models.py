@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from afl import models
+from afl.learning import models
 
 SHAPES = {"cnn": (1, 28, 28), "resnet20": (3, 32, 32), "mlp": (1, 28, 28), "logreg": (1, 28, 28)}
 

@@ -7,48 +7,17 @@ SLURM runs of the same workflow: tests/test_pipeline_slurm.py.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import REPO, TINY, error_lines, snakemake, train_jobs, write_yaml
 from packaging.requirements import Requirement
 
-from afl import pipeline
+from afl.cluster import pipeline
 from afl.config import config_hash, load_config
 from afl.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
-# A run of a few seconds: logistic regression on FedProx Synthetic, 4 clients, 2 steps per task.
-TINY = {"data": {"name": "synthetic", "num_clients": 4}, "client": {"steps": 2, "batch_size": 16},
-        "algorithm": {"concurrency": 2}, "run": {"rounds": 6, "eval_every": 2}}
-
-
-def write_yaml(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | None = None):
-    """Snakemake on the repository's Snakefile, with results under ``workdir``."""
-    profile_arg = str(REPO / "cluster" / "profiles" / profile) if profile == "local" else profile
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--profile", profile_arg, *args],
-        capture_output=True, text=True, timeout=900, env=env,
-    )
-
-
-def train_jobs(output: str) -> int:
-    """How many train jobs a Snakemake run (or dry run) scheduled."""
-    return len(re.findall(r"^(?:local)?rule train:$", output, flags=re.MULTILINE))
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("afl pipeline: error:")]
 
 
 # ------------------------------------------------------------------ cells: names and validation
@@ -165,7 +134,13 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     for name in ("curves", "participation", "staleness"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
-    assert "figure curves: marked 1 diverged cell(s): X diverged: afl, m=2, lr=1e+30, seed 0" in result.stderr
+    # Every job writes its log (a cell's is its launch.log), not the terminal.
+    logs = tmp_path / "results" / "logs"
+    assert (logs / "aggregate" / "tiny.log").is_file()
+    curves_log = (logs / "figures" / "curves.log").read_text()
+    assert "figure curves: marked 1 diverged cell(s): X diverged: afl, m=2, lr=1e+30, seed 0" in curves_log
+    assert "marked" not in result.stderr
+    assert all((tmp_path / "results" / "tiny" / cell / "launch.log").is_file() for cell in runs.index)
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--configfile", str(wf), "--report", str(report))
@@ -200,5 +175,7 @@ def test_pinned_requirements_match_pyproject_and_conda_env() -> None:
         assert declared[name].specifier.contains(spec.version), (req, declared[name])
     conda = yaml.safe_load((REPO / "envs" / "afl.yaml").read_text())
     pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
-    assert pip == lines
+    # afl itself, editable from the repository: conda resolves the path from the folder of the env
+    # file it is given, Snakemake's copy in <repository>/.snakemake/conda/.
+    assert pip == [*lines, "--editable ../.."]
     assert "python=3.11" in conda["dependencies"]

@@ -19,20 +19,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_pipeline import REPO, TINY, error_lines, snakemake, train_jobs, write_yaml
-from test_slurm_cluster import PARTITION, require_slurm, wait_until
+from helpers import REPO, SLURM_PARTITION, TINY, error_lines, snakemake, train_jobs, wait_until, write_yaml
 
 from afl.config import load_config
-from afl.launch import DEFAULT_SLURM, launch
-from afl.pipeline import slurm_settings
+from afl.cluster.launch import DEFAULT_SLURM, launch
+from afl.cluster.pipeline import slurm_settings
 
 # Small jobs on the one-node test cluster (the defaults ask for an A100 each).
-SLURM = {"partition": PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 30}
+SLURM = {"partition": SLURM_PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 30}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm() -> None:
-    require_slurm()
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_resume import assert_same_tables
-from test_slurm_cluster import PARTITION, require_slurm, wait_until
+import torch
+from helpers import SLURM_PARTITION, assert_same_tables, wait_until
 
-from afl import checkpoint
+from afl.run import checkpoint
 from afl.config import load_config
-from afl.launch import DEFAULT_SLURM, JobFailed, launch
-from afl.pipeline import slurm_settings
-from afl.train import train
+from afl.cluster.launch import DEFAULT_SLURM, JobFailed, launch
+from afl.cluster.pipeline import slurm_settings
+from afl.run.train import train
 
 RAW = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
        "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
@@ -29,10 +29,7 @@ RAW = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logre
 # preempt the cell between its first checkpoint and its end. (240 updates ran out in 1.5 s once
 # training was batched, before the preemption arrived.)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm() -> None:
-    require_slurm()
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
 
 def node_cpus() -> int:
@@ -59,9 +56,15 @@ def start(cfg, out: Path, name: str, slurm: dict) -> tuple[threading.Thread, dic
 
 def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp_path):
     cfg = load_config(RAW)
-    train(cfg, tmp_path / "whole", progress=False)
     cpus = node_cpus()
-    slurm = slurm_settings(DEFAULT_SLURM, {"partition": PARTITION, "gpus": 0, "cpus": cpus, "mem_gb": 1,
+    # Bitwise equality is promised at equal float paths: the job trains on `cpus` torch threads, so does this run.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpus)
+    try:
+        train(cfg, tmp_path / "whole", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    slurm = slurm_settings(DEFAULT_SLURM, {"partition": SLURM_PARTITION, "gpus": 0, "cpus": cpus, "mem_gb": 1,
                                            "time_min": 30})
     out = tmp_path / "cell"
     waiter, outcome, job_id = start(cfg, out, "preempted", slurm)
@@ -89,7 +92,7 @@ def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp
 
 def test_cell_over_its_time_limit_too_often_fails_clearly_and_keeps_its_checkpoint(tmp_path):
     cfg = load_config(RAW)
-    slurm = slurm_settings(DEFAULT_SLURM, {"partition": PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1,
+    slurm = slurm_settings(DEFAULT_SLURM, {"partition": SLURM_PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1,
                                            "time_min": 1, "max_requeue": 0, "signal_delay_s": 30})
     out = tmp_path / "cell"
     waiter, outcome, job_id = start(cfg, out, "timed-out", slurm)

@@ -4,22 +4,22 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from afl import queueing
 from afl.cli import main
 from afl.config import load_config, to_dict
-from afl.jackson import network, resolve_constants
-from afl.queue_pilot import pilot_constants
-from afl.train import train
+from afl.queueing.model import network
+from afl.queueing.pilot import resolve_constants
+from afl.queueing.network import mva, predict, throughput
+from afl.queueing.pilot import pilot_constants
+from afl.queueing.routing import BoundConstants, bound
+from afl.run.train import train
+from helpers import REPO, TWO_GROUPS
 
-REPO = Path(__file__).resolve().parents[1]
-TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
 # SPEC section 5's numerical check: 5 clients at rate 1, 5 at 0.2, uniform p, m = 10.
 SPEC_NETWORK = {"data": {"num_clients": 10}, "algorithm": {"name": "asyncsgd", "concurrency": 10},
                 "timing": {"rates": TWO_GROUPS}, "run": {"workload": "none", "updates": 1000}}
@@ -84,7 +84,7 @@ def test_predict_is_stable_at_ten_thousand_clients_and_tasks(tmp_path, capsys):
     assert "mean staleness sum_i p_i E[tau_i] = 9999 (= m - 1)" in out
     lam = float(re.search(r"throughput lambda = (\S+)", out).group(1))
     mu, p, m = network(load_config(raw))
-    assert lam == pytest.approx(queueing.mva(mu, p, m)[0].item(), rel=1e-3)  # 4 printed digits
+    assert lam == pytest.approx(mva(mu, p, m)[0].item(), rel=1e-3)  # 4 printed digits
     assert "nan" not in out and "inf" not in out
     assert "(clients binned by rate" in out and len(table_rows(out)) == 0  # 20 bins "k/20"
     assert out.count("/20 ") == 20
@@ -106,13 +106,13 @@ def test_optimize_improves_the_bound_and_writes_a_routing_file(tmp_path, capsys,
     pred = doc["predicted"]
     assert pred["bound"] < pred["bound_uniform"]
     # The file's numbers are the library's for its own constants.
-    constants = queueing.BoundConstants(**{k: doc["constants"][k] for k in ("A", "L", "sigma", "zeta", "eta", "T",
-                                                                            "time_budget")})
+    constants = BoundConstants(**{k: doc["constants"][k] for k in ("A", "L", "sigma", "zeta", "eta", "T",
+                                                                   "time_budget")})
     mu = np.array([1.0] * 5 + [0.2] * 5)
-    assert pred["bound"] == pytest.approx(queueing.bound(mu, p, 10, constants, objective).item(), rel=1e-10)
-    assert pred["bound_uniform"] == pytest.approx(queueing.bound(mu, np.full(10, 0.1), 10, constants, objective).item(),
+    assert pred["bound"] == pytest.approx(bound(mu, p, 10, constants, objective).item(), rel=1e-10)
+    assert pred["bound_uniform"] == pytest.approx(bound(mu, np.full(10, 0.1), 10, constants, objective).item(),
                                                   rel=1e-10)
-    assert pred["throughput"] == pytest.approx(queueing.throughput(mu, p, 10).item(), rel=1e-10)
+    assert pred["throughput"] == pytest.approx(throughput(mu, p, 10).item(), rel=1e-10)
     assert pred["throughput_uniform"] == pytest.approx(1.3903, abs=1e-4)
     assert f"wrote {out_file}" in out
     # The lead's finding for the unit-scale constants (SPEC section 5 says (a) favours fast
@@ -135,7 +135,7 @@ def test_optimized_routing_file_is_used_by_a_training_run(tmp_path, capsys):
     info = train(cfg, tmp_path / "run", progress=False)
     clients = pd.read_parquet(tmp_path / "run" / "clients.parquet")
     np.testing.assert_allclose(clients.routing_p, p, rtol=1e-12)
-    pred = queueing.predict(network(cfg)[0], p, 10)
+    pred = predict(network(cfg)[0], p, 10)
     np.testing.assert_allclose(clients.predicted_staleness, pred.relative_delay, rtol=1e-12)
     assert info["predicted_throughput"] == pytest.approx(pred.throughput, rel=1e-12)
     # Tasks are routed by p: each client's share of the 20,000 updates is p_i within 4 binomial SE.

@@ -1,11 +1,11 @@
-"""afl.queue_measure: batch-means standard errors, per-client staleness, update rate, model at a time, t-interval."""
+"""afl.queueing.measure: batch-means standard errors, per-client staleness, update rate, model at a time, t-interval."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from afl.queue_measure import batch_means, staleness_per_client, steady_state, t_interval, update_rate, value_at
+from afl.queueing.measure import batch_means, staleness_per_client, steady_state, t_interval, update_rate, value_at
 
 
 def ar1(phi, n, seed):

@@ -1,4 +1,4 @@
-"""Tests for afl.queueing: the closed Jackson network of generalized AsyncSGD (SPEC section 5)."""
+"""Tests for afl.queueing.network, .routing and .rounds: the closed Jackson network of generalized AsyncSGD."""
 
 import dataclasses
 import itertools
@@ -13,24 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afl.errors import AflError
-from afl.queueing import (
-    BoundConstants,
-    OptimizedRouting,
+from afl.queueing.network import (
     Prediction,
     QueueingError,
-    bound,
-    expected_max_duration,
     log_normalising_constants,
     mean_queue_lengths,
     mva,
-    optimize_concurrency,
-    optimize_routing,
-    power_routing,
     predict,
     relative_delay,
     sojourn_time,
     throughput,
     utilisation,
+)
+from afl.queueing.rounds import expected_max_duration
+from afl.queueing.routing import (
+    BoundConstants,
+    OptimizedRouting,
+    bound,
+    optimize_concurrency,
+    optimize_routing,
+    power_routing,
 )
 
 TWO_GROUPS_MU = np.array([1.0] * 5 + [0.2] * 5)

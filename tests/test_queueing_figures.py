@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from afl import queueing
-from afl.queue_measure import value_at
+from afl.queueing.measure import value_at
+from afl.queueing.network import throughput
+from afl.queueing.rounds import expected_max_duration
+from helpers import TWO_GROUPS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
-TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
 
 
 def script(name):
@@ -101,7 +102,7 @@ def test_routing_accuracy_at_a_time_budget(tmp_path, shared_data_root):
     for row in summary.itertuples():
         p = np.array(row.p)
         assert p.sum() == pytest.approx(1.0) and p.min() >= 1e-4
-        assert row.predicted_throughput == pytest.approx(queueing.throughput(mu, p, 10).item())
+        assert row.predicted_throughput == pytest.approx(throughput(mu, p, 10).item())
         if row.routing != "uniform":
             assert row.bound <= row.bound_uniform and "A=" in row.constants_values
         # The accuracy at the budget is the model the server held then; the gain is over uniform, same seed.
@@ -153,7 +154,7 @@ def test_async_vs_minibatch_sgd(tmp_path, shared_data_root):
     t = timing.set_index("algorithm")
     durations = [10.0] * 90 + [60.0] * 10
     assert t.loc["asynchronous SGD", "theory"] == pytest.approx(15.0)
-    assert t.loc["mini-batch SGD", "theory"] == pytest.approx(queueing.expected_max_duration(durations, 5))
+    assert t.loc["mini-batch SGD", "theory"] == pytest.approx(expected_max_duration(durations, 5))
     assert t.loc["mini-batch SGD", "theory_iid"] == pytest.approx(60 - 50 * 0.9**5)
     # Simulated time per C gradients: mini-batch rounds are i.i.d., so within 3 SE of E[max]; the
     # asynchronous tasks queue now and then (4 of 100 clients busy: about +4%), so within 3 SE + 8%.

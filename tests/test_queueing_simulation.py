@@ -4,7 +4,7 @@ Each network runs ``asyncsgd`` (or ``fedasync``) with ``run.workload: none`` -- 
 staleness only, tens of thousands of updates per second -- drops a warm-up of 10% of the
 updates, and compares per client the simulated mean staleness ``t - v`` with the predicted
 relative delay ``E[tau_i]`` and the simulated throughput with ``lambda``, in units of
-batch-means standard errors (``afl.queue_measure``: a client's post-warm-up staleness series,
+batch-means standard errors (``afl.queueing.measure``: a client's post-warm-up staleness series,
 in time order, is cut into 40 contiguous batches and the standard error is the standard
 deviation of the batch means over ``sqrt(40)``; the batches absorb the autocorrelation).
 
@@ -18,16 +18,16 @@ there the test asks what a correct model gives with probability > 99.8%: at most
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from afl import queueing
 from afl.config import load_config
-from afl.jackson import network
-from afl.queue_measure import batch_means, staleness_per_client, steady_state, update_rate
-from afl.train import train
+from afl.queueing.measure import batch_means, staleness_per_client, steady_state, update_rate
+from afl.queueing.model import network
+from afl.queueing.network import predict
+from afl.queueing.rounds import expected_max_duration
+from afl.queueing.routing import power_routing
+from helpers import TWO_GROUPS, train_tables
 
-TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
 
 # Largest relative error |simulated - predicted| / predicted of a client's mean staleness,
 # per network, collected for the summary test at the end of the module.
@@ -42,10 +42,7 @@ def raw_config(n, m, rates, routing="uniform", updates=40_000, seed=0, **algorit
 
 
 def simulate(tmp_path, raw, name):
-    cfg = load_config(raw)
-    info = train(cfg, tmp_path / name, progress=False)
-    u = pd.read_parquet(tmp_path / name / "updates.parquet")
-    clients = pd.read_parquet(tmp_path / name / "clients.parquet")
+    cfg, info, u, _, clients = train_tables(tmp_path / name, raw)
     return cfg, info, u, clients
 
 
@@ -53,7 +50,7 @@ def compare(tmp_path, raw, name, strict=True):
     """Simulate ``raw``; return per-client z-scores after checking the recorded predictions."""
     cfg, info, u, clients = simulate(tmp_path, raw, name)
     mu, p, m = network(cfg)
-    pred = queueing.predict(mu, p, m)
+    pred = predict(mu, p, m)
     # The trainer writes the same prediction beside the simulated staleness.
     np.testing.assert_allclose(clients.predicted_staleness, pred.relative_delay, rtol=1e-12)
     assert info["predicted_throughput"] == pytest.approx(pred.throughput, rel=1e-12)
@@ -113,7 +110,7 @@ def test_hundred_clients_lognormal_rates(tmp_path, routing):
     raw = raw_config(100, 20, rates, updates=120_000, seed=1)
     if routing == "sqrt_rate":
         mu = network(load_config(raw))[0]  # the rates the trainer will draw (same keyed stream)
-        raw["algorithm"]["routing"] = [float(v) for v in queueing.power_routing(mu, 0.5)]
+        raw["algorithm"]["routing"] = [float(v) for v in power_routing(mu, 0.5)]
     z, pred = compare(tmp_path, raw, f"lognormal-100-{routing}", strict=False)
     print(f"\n{routing}: z min {z.min():.2f} max {z.max():.2f} mean z^2 {np.mean(z**2):.2f} beyond 3: {np.sum(np.abs(z) >= 3)}")
     beyond = np.flatnonzero(np.abs(z) >= 3)
@@ -146,7 +143,7 @@ def test_koloskova_example_async_vs_minibatch_round_time(tmp_path):
     rounds = u.groupby("version").time.first().sort_index().to_numpy()
     length = np.diff(np.concatenate([[0.0], rounds]))  # each round: the slowest of 10 distinct clients
     assert set(np.unique(length)) == {10.0, 60.0}
-    expected = queueing.expected_max_duration(durations, 10)
+    expected = expected_max_duration(durations, 10)
     assert abs(length.mean() - expected) < 3 * length.std(ddof=1) / np.sqrt(len(length)), (length.mean(), expected)
     # Asynchronous SGD: C gradients per mean duration (15 s), plus the rare wait of a task routed
     # to a busy client: P(busy) ~ 9/1000 times a mean residual of ~15 s, about 0.14 s (1%).

@@ -8,19 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
+from helpers import REPO, assert_same_tables
 
-from afl import checkpoint
+from afl.run import checkpoint
 from afl.config import load_config
 from afl.errors import AflError
-from afl.train import train
-
-REPO = Path(__file__).resolve().parents[1]
-TABLES = ("updates.parquet", "evals.parquet", "clients.parquet")
-# Differs between any two runs, interrupted or not: the wall clock.
-WALL = {"evals.parquet": ["wall_time"]}
+from afl.run.train import train
 
 RULES = {
     "sfl": {"algorithm": {"name": "sfl", "concurrency": 3}},
@@ -45,13 +40,6 @@ def raw_config(data_root, rule, **run):
     for section, values in RULES[rule].items():
         raw.setdefault(section, {}).update(values)
     return raw
-
-
-def assert_same_tables(a: Path, b: Path) -> None:
-    for name in TABLES:
-        x, y = pd.read_parquet(a / name), pd.read_parquet(b / name)
-        drop = WALL.get(name, [])
-        pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop), check_exact=True)
 
 
 class Killed(BaseException):
@@ -114,7 +102,7 @@ def test_restored_state_continues_with_the_same_events_as_a_time_budget_run(tmp_
 CHILD = """
 import io, os, sys, time
 import torch
-from afl import checkpoint
+from afl.run import checkpoint
 from afl.cli import main
 
 hold = os.environ.get("HOLD_WRITE_AT")
@@ -269,7 +257,7 @@ def test_completed_run_is_not_run_again(tmp_path, shared_data_root, capsys):
 
 def test_checkpoint_asked_from_another_thread_is_written_at_once_and_resumes_exactly(
         tmp_path, shared_data_root, monkeypatch):
-    """What ``afl.launch`` does on SLURM's USR2: ask the running simulation for a checkpoint now."""
+    """What ``afl.cluster.launch`` does on SLURM's USR2: ask the running simulation for a checkpoint now."""
     import shutil
     import threading
 

@@ -9,8 +9,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for folder in ("afl", "workflow", "cluster", "bench") for p in (REPO / folder).rglob("*.py"))
 # The one place that unpickles: CIFAR-10's restricted unpickler (afl/data/cifar10.py).
 UNPICKLER = REPO / "afl" / "data" / "cifar10.py"
@@ -52,7 +52,7 @@ def violations(path: Path, root: Path = REPO) -> list[str]:
 
 
 def test_the_scan_sees_the_sources_and_catches_what_it_forbids(tmp_path):
-    assert REPO / "afl" / "checkpoint.py" in SOURCES and UNPICKLER in SOURCES
+    assert REPO / "afl" / "run" / "checkpoint.py" in SOURCES and UNPICKLER in SOURCES
     bad = tmp_path / "bad.py"
     bad.write_text("import subprocess, yaml, torch\neval(x)\nyaml.load(s)\nsubprocess.run(c, shell=True)\n"
                    "torch.load(p)\ntorch.load(p, weights_only=False)\n")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,48 +17,21 @@ import pytest
 
 import cloudpickle  # a dependency of submitit
 import submitit
+from helpers import SLURM_PARTITION, wait_until
 from submitit.core.utils import FailedJobError
 
 # The jobs unpickle these functions and classes in a fresh interpreter whose sys.path does not
 # contain tests/: ship them by value rather than as references to this module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-PARTITION = "debug"
-
-
-def require_slurm() -> None:
-    """Skip when no SLURM cluster answers; fail instead when AFL_REQUIRE_SLURM=1."""
-    problem = None
-    if shutil.which("sinfo") is None:
-        problem = "sinfo not on PATH"
-    else:
-        try:
-            out = subprocess.run(
-                ["sinfo", "-h", "-p", PARTITION, "-o", "%a"],
-                capture_output=True, text=True, timeout=20,
-            )
-            if out.returncode != 0 or out.stdout.strip() != "up":
-                problem = f"partition {PARTITION!r} not up: rc={out.returncode} {out.stdout.strip()!r} {out.stderr.strip()!r}"
-        except subprocess.TimeoutExpired:
-            problem = "sinfo did not answer within 20 s"
-    if problem is None:
-        return
-    msg = f"no SLURM cluster ({problem}); start one with `bash cluster/local-slurm.sh up`"
-    if os.environ.get("AFL_REQUIRE_SLURM") == "1":
-        pytest.fail(f"AFL_REQUIRE_SLURM=1 but {msg}", pytrace=False)
-    pytest.skip(msg)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm() -> None:
-    require_slurm()
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
 
 def make_executor(folder: Path) -> "submitit.AutoExecutor":
     executor = submitit.AutoExecutor(folder=folder)
     assert executor.cluster == "slurm"
     # timeout_min well above 10: submitit then reads USR2 as a preemption, not a timeout.
-    executor.update_parameters(slurm_partition=PARTITION, timeout_min=30, mem_gb=1, cpus_per_task=1)
+    executor.update_parameters(slurm_partition=SLURM_PARTITION, timeout_min=30, mem_gb=1, cpus_per_task=1)
     return executor
 
 
@@ -69,17 +41,6 @@ def sacct_states(job_id: str) -> list[str]:
         capture_output=True, text=True, timeout=30, check=True,
     )
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-
-
-def wait_until(cond, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 # ---------------------------------------------------------------- job payloads

@@ -1,7 +1,8 @@
 """Datasets (MNIST, CIFAR-10, FedProx Synthetic), client partitions and downloads."""
 
 from afl.data.cifar10 import read_cifar10
-from afl.data.datasets import DATASETS, Dataset, load, resolve_root
+from afl.data.dataset import Dataset
+from afl.data.datasets import DATASETS, load, resolve_root
 from afl.data.download import download
 from afl.data.mnist import read_mnist
 from afl.data.partition import (

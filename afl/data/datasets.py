@@ -8,35 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from afl.data import cifar10, mnist, synthetic
+from afl.data.dataset import Dataset
+
 DATASETS = ("mnist", "cifar10", "synthetic")
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A train/test split held in memory (compared by identity: fields are tensors).
-
-    ``client_indices`` is the natural per-client partition of the training set (one
-    sorted int64 index array per client) for datasets that have one, else ``None``.
-    """
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    client_indices: tuple[np.ndarray, ...] | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The shape of one input, e.g. ``(1, 28, 28)``."""
-        return tuple(self.train_x.shape[1:])
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
@@ -85,9 +65,6 @@ def load(
     the synthetic dataset, which is generated rather than read; ``verify`` checks the
     publisher's MD5s of the files read.
     """
-    # The readers import Dataset and md5_file from this module, hence the late import.
-    from afl.data import cifar10, mnist, synthetic
-
     if name == "synthetic":
         return synthetic.generate(num_clients, synthetic_alpha, synthetic_beta, seed)
     if name == "mnist":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from afl.data.datasets import Dataset
+from afl.data.dataset import Dataset
 
 TAG = 0x5359  # "SY": keeps these streams apart from the engine's (seed, purpose) streams
 MIN_SAMPLES = 50

@@ -4,17 +4,22 @@
 
 rule aggregate:
     input:
-        lambda wildcards: [f"{RESULTS}/{wildcards.experiment}/{c.name}/launch.json" for c in CELLS[wildcards.experiment]],
+        lambda wildcards: [
+            f"{RESULTS}/{wildcards.experiment}/{c.name}/launch.json"
+            for c in CELLS[wildcards.experiment]
+        ],
     output:
         runs=table("{experiment}", "runs"),
         evals=table("{experiment}", "evals"),
         updates=table("{experiment}", "updates"),
         clients=table("{experiment}", "clients"),
-    params:
-        cells=lambda wildcards: {c.name: c.columns for c in CELLS[wildcards.experiment]},
+    log:
+        f"{RESULTS}/logs/aggregate/{{experiment}}.log",
     wildcard_constraints:
         experiment=one_of(CELLS),
     conda:
         ENV
+    params:
+        cells=lambda wildcards: {c.name: c.columns for c in CELLS[wildcards.experiment]},
     script:
         "../scripts/aggregate.py"

@@ -1,9 +1,9 @@
-# Shared by every rule file: the validated workflow config, the cells of every experiment, paths.
+# The validated workflow config, the cells of every experiment, paths, the conda environment and
+# the functions that the rules call, shared by all rule files (the catalog's rules/common.smk).
 #
-# FIGURES: the figure files `rule all` builds; a rule file appends its own targets to it.
+# FIGURES: the figure files that the target `all` builds; a rule file appends its own to it.
 # table(experiment, name): an experiment's aggregated table (name in TABLES), for rules that read it.
 import json
-import os
 import re
 import shlex
 import sys
@@ -14,12 +14,34 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 REPO = Path(workflow.current_basedir).parents[1]
-sys.path.insert(0, str(REPO))
-# Jobs import this checkout's afl, also inside the conda environment (envs/afl.yaml), which lacks it.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+# Every job's conda environment (--software-deployment-method conda): the pinned requirements and
+# this checkout's afl, installed editable from "../..". Conda resolves that path from the folder
+# of the file it is given, Snakemake's copy in the conda prefix (.snakemake/conda by default).
+ENV = "../../envs/afl.yaml"
+CONDA_PREFIX = Path(workflow.deployment_settings.conda_prefix or ".snakemake/conda")
+if CONDA and CONDA_PREFIX.resolve().parents[1] != REPO.resolve():
+    sys.exit(
+        f"afl pipeline: error: envs/afl.yaml would install afl from "
+        f"{CONDA_PREFIX.resolve().parents[1]}, not from this checkout; "
+        f"fix: run Snakemake in {REPO} without --directory or --conda-prefix"
+    )
 
-from afl import pipeline
-from afl.errors import AflError
+# afl comes from where it is installed (make setup: pip install -e .), here and in ENV.
+try:
+    import afl
+    from afl.cluster import pipeline
+    from afl.errors import AflError
+except ImportError as exc:
+    sys.exit(
+        f"afl pipeline: error: {exc} (Python {sys.executable}); fix: run the Snakemake of the "
+        f"environment where afl is installed (make setup: .venv/bin/snakemake), or pip install -e {REPO}"
+    )
+if Path(afl.__file__).resolve().parents[1] != REPO.resolve():
+    sys.exit(
+        f"afl pipeline: error: afl is imported from {Path(afl.__file__).parent}, not from this "
+        f"checkout; fix: pip install -e {REPO}, or run that checkout's workflow"
+    )
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -33,10 +55,8 @@ except AflError as exc:
 
 RESULTS = config["results"]
 EXECUTOR = config["executor"]
-ENV = "../../envs/afl.yaml"
-# With --software-deployment-method conda, the job's environment provides python; else this one.
-PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method \
-    else shlex.quote(sys.executable)
+# The jobs' Python: the conda environment's, else the one running Snakemake (afl is installed in both).
+PYTHON = "python" if CONDA else shlex.quote(sys.executable)
 TABLES = ("runs", "evals", "updates", "clients")
 CELL = {(c.experiment, c.name): c for cells in CELLS.values() for c in cells}
 
@@ -50,7 +70,78 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
+def launch_args(wildcards):
+    """A cell's `afl launch` arguments (train.smk)."""
+    cell = CELL[(wildcards.experiment, wildcards.cell)]
+    args = [
+        cell.config,
+        "--out",
+        f"{RESULTS}/{cell.experiment}/{cell.name}",
+        "--name",
+        f"{cell.experiment}:{cell.name}",
+        "--executor",
+        EXECUTOR,
+        "--expect-hash",
+        cell.config_hash,
+    ]
+    for item in cell.sets:
+        args += ["--set", item]
+    if EXECUTOR == "slurm":
+        overrides = {
+            **(config.get("slurm") or {}),
+            **(config["experiments"][cell.experiment].get("slurm") or {}),
+        }
+        for key, value in overrides.items():
+            args += ["--slurm", f"{key}={json.dumps(value)}"]
+    return shlex.join(args)
+
+
+def launch_python(wildcards, threads):
+    """PYTHON, for `afl launch` (train.smk). Taking `threads` makes it a derived parameter, which
+    Snakemake leaves out of a job's recorded params: another interpreter path (a moved venv, conda
+    or not) does not rerun finished cells."""
+    return PYTHON
+
+
+def figure_experiment(wildcards):
+    """A figure's experiment: its category in the report (figures.smk)."""
+    return config["figures"][wildcards.figure]["experiment"]
+
+
+def figure_inputs(wildcards):
+    """The aggregated tables of a figure's experiment (figures.smk)."""
+    return {name: table(figure_experiment(wildcards), name) for name in TABLES}
+
+
+def figure_keys(wildcards):
+    """The grid columns of a figure's experiment (figures.smk)."""
+    cells = CELLS[figure_experiment(wildcards)]
+    return list(dict.fromkeys(k for c in cells for k in c.columns))
+
+
+def figure_about(wildcards):
+    """The report caption's line on a figure's runs (figures.smk)."""
+    spec = config["figures"][wildcards.figure]
+    cells = [
+        c
+        for c in CELLS[spec["experiment"]]
+        if pipeline.matches(c.columns, spec.get("select") or {})
+    ]
+    seeds = sorted({c.columns["seed"] for c in cells})
+    chosen = (
+        ", ".join(f"{k} = {v}" for k, v in (spec.get("select") or {}).items())
+        or "all cells"
+    )
+    return (
+        f"Experiment ``{spec['experiment']}``, {chosen}: {len(cells)} runs, seeds "
+        f"{', '.join(map(str, seeds))}. {spec.get('caption', '')}"
+    )
+
+
 ALL_TABLES = [table(e, t) for e in CELLS for t in TABLES]
 FIGURES = [f"{RESULTS}/figures/{name}.png" for name in config["figures"]]
 
-print(f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}", file=sys.stderr)
+print(
+    f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}",
+    file=sys.stderr,
+)

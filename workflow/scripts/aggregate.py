@@ -1,9 +1,9 @@
-"""Aggregation rule (issue 3): one experiment's cells into one tidy Parquet table per kind.
+"""Aggregation rule: one experiment's cells into one tidy Parquet table per kind.
 
 Inputs: each cell's ``launch.json`` (its folder holds ``run.json``, ``evals``/``updates``/
 ``clients.parquet``; README "Results layout"). Outputs, each cell's rows concatenated with the
 columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordinates
-(``afl.pipeline.Cell.columns``: its overrides plus algorithm.name, algorithm.concurrency, seed):
+(``afl.cluster.pipeline.Cell.columns``: its overrides plus algorithm.name, algorithm.concurrency, seed):
 
 - ``runs``: one row per cell from run.json (status, reason, updates, virtual_time, wall_time,
   final_test_acc, config_hash);
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from afl.recorder import write_parquet
+from afl.cluster.pipeline import log_to
+from afl.atomic import write_parquet
 
 RUN_FIELDS = ("status", "reason", "updates", "virtual_time", "wall_time", "final_test_acc", "config_hash")
 
@@ -70,5 +71,6 @@ def main(cells: dict, markers: list[str], out: dict) -> None:
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     main(snakemake.params.cells, list(snakemake.input),  # noqa: F821
          {kind: getattr(snakemake.output, kind) for kind in ("runs", "evals", "updates", "clients")})  # noqa: F821

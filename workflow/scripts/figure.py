@@ -1,4 +1,4 @@
-"""Figure rules (issue 3; SPEC section 6): one figure from one experiment's aggregated tables.
+"""Figure rules: one figure from one experiment's aggregated tables.
 
 Kinds (``figures.<name>.kind`` in the workflow config):
 
@@ -6,10 +6,10 @@ Kinds (``figures.<name>.kind`` in the workflow config):
   server loss, the mean local training loss of a round's m results (from ``updates``);
   ``test_acc`` and ``test_loss`` come from ``evals``. ``round``: m results applied (m =
   algorithm.concurrency, clients per round for sfl/afl); ``time``: virtual time, each run's
-  curve interpolated onto a common grid up to the end of the group's shortest run. SPEC 6.1
-  (server loss and test accuracy over rounds), 6.3 (server loss for 3..8 clients per round),
-  6.4 (asynchronous vs synchronous over rounds and over virtual wall-clock time).
-- ``participation``: tasks applied per client (SPEC 6.2).
+  curve interpolated onto a common grid up to the end of the group's shortest run. The first
+  seed's figures 1 (server loss and test accuracy over rounds), 3 (server loss for 3..8 clients
+  per round) and 4 (asynchronous vs synchronous over rounds and over virtual wall-clock time).
+- ``participation``: tasks applied per client.
 - ``staleness``: histogram of the staleness of applied results, one panel per algorithm (group).
 
 Cells that differ only in their seed form a group: one line, bar colour or panel, named by the
@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from afl import figures
+from afl.cluster.pipeline import log_to
 
 STANDARD = ("algorithm.name", "algorithm.concurrency", "seed")
 SHORT = {"algorithm.concurrency": "m"}
@@ -212,6 +213,7 @@ def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     main(snakemake.wildcards.figure, dict(snakemake.params.spec), list(snakemake.params.columns),  # noqa: F821
          {kind: getattr(snakemake.input, kind) for kind in ("runs", "evals", "updates", "clients")},  # noqa: F821
          snakemake.output.png)  # noqa: F821

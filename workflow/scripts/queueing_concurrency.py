@@ -1,10 +1,10 @@
-"""Throughput and mean staleness against the concurrency ``m`` (issue 4, figure 2).
+"""Throughput and mean staleness against the concurrency ``m`` (figure 2).
 
 One network (``clients``, ``rates`` as in ``timing.rates``) runs AsyncSGD with exponential task
 times and the null workload at every ``m`` of ``concurrency``, for each routing ``p_i``
 proportional to ``mu_i^a`` (``a`` in ``routing_powers``: 0 uniform, 1 equal loads). The table
 has, per routing and ``m``, the predicted and simulated throughput ``lambda(m) = G(m-1)/G(m)``
-and mean staleness (SPEC section 5) with batch-means standard errors: over all updates
+and mean staleness with batch-means standard errors: over all updates
 (``sum_i p_i E[tau_i] = m - 1``) and per group of clients of equal rate (the update-weighted
 ``sum_{i in g} p_i E[tau_i] / sum_{i in g} p_i``). The figure draws the theory as lines over
 every ``m`` and the simulations as points with 95% intervals.
@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from afl import figures, queueing
+from afl import figures
 from afl.config import load_config
-from afl.jackson import network
-from afl.queue_measure import batch_means, simulate_all, steady_state, update_rate
-from afl.recorder import write_parquet
+from afl.cluster.pipeline import log_to
+from afl.queueing.measure import batch_means, simulate_all, steady_state, update_rate
+from afl.queueing.model import network
+from afl.queueing.network import predict
+from afl.queueing.routing import power_routing
+from afl.atomic import write_parquet
 
 Z95 = 1.96
 MAX_GROUPS = 4  # clients are grouped by rate when there are at most this many distinct rates
@@ -45,7 +48,7 @@ def rate_groups(mu: np.ndarray) -> dict[str, np.ndarray]:
 
 def theory(mu: np.ndarray, p: np.ndarray, m: int) -> dict:
     """Predicted throughput and update-weighted mean staleness of each rate group at concurrency ``m``."""
-    pred = queueing.predict(mu, p, m)
+    pred = predict(mu, p, m)
     out = {("throughput", "all"): pred.throughput}
     for name, g in rate_groups(mu).items():
         out[("staleness", name)] = float((p[g] * pred.relative_delay[g]).sum() / p[g].sum())
@@ -56,7 +59,7 @@ def table(spec: dict, workdir: Path, processes: int) -> pd.DataFrame:
     mu = network(load_config(base_config(spec, 1)))[0]
     runs, keys = [], []
     for power in spec["routing_powers"]:
-        p = queueing.power_routing(mu, power)
+        p = power_routing(mu, power)
         for m in spec["concurrency"]:
             runs.append((base_config(spec, m), {"algorithm.routing": [float(v) for v in p]},
                          workdir / f"power{power:g}-m{m}"))
@@ -90,7 +93,7 @@ def figure(data: pd.DataFrame, spec: dict) -> plt.Figure:
     colors = dict(zip(rate_groups(mu), sns.color_palette("colorblind", len(rate_groups(mu)))))
     name = {0: "uniform p", 1: "p ~ mu (equal loads)"}
     for power in powers:
-        p = queueing.power_routing(mu, power)
+        p = power_routing(mu, power)
         lines = [theory(mu, p, m) for m in dense]
         routing = name.get(power, f"p ~ mu^{power:g}")
         d = data[data.routing_power == power]
@@ -122,5 +125,6 @@ def run(spec: dict, table_path: Path, figure_path: Path, workdir: Path, processe
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     run(dict(snakemake.params.spec), snakemake.output.table, snakemake.output.png,  # noqa: F821
         snakemake.params.workdir, snakemake.threads)  # noqa: F821

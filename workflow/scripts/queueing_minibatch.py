@@ -1,12 +1,12 @@
-"""Asynchronous vs mini-batch SGD over wall-clock time: Koloskova et al.'s example (issue 4, figure 5).
+"""Asynchronous vs mini-batch SGD over wall-clock time: Koloskova et al.'s example (figure 5).
 
 ``clients`` clients in ``groups`` of fixed task durations (the example: 90% take 10 s, 10% take
 60 s). Asynchronous SGD keeps ``C = gradients_per_round`` gradients in flight, each routed to a
 uniformly random client, and applies each on arrival: ``C`` gradients take the mean duration
 (15 s). Mini-batch SGD (``sfl`` with one local SGD step and equal weights: the mean of ``C``
 gradients) waits each round for the slowest of ``C`` distinct clients:
-``E[max] = afl.queueing.expected_max_duration`` (42.65 s; 42.57 s for i.i.d. draws, Koloskova,
-Stich & Jaggi 2022). Both train on MNIST (the spec's ``config``) for the virtual time ``time``,
+``E[max] = afl.queueing.rounds.expected_max_duration`` (42.65 s; 42.57 s for i.i.d. draws,
+Koloskova, Stich & Jaggi 2022). Both train on MNIST (the spec's ``config``) for the virtual time ``time``,
 with every seed and each step size of ``async_lr`` and ``minibatch_lr``. With fixed durations
 the asynchronous gradients arrive in bursts computed at nearly the same model (every fast
 task dispatched at one instant returns at one instant), so asynchronous SGD behaves like a
@@ -26,17 +26,19 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from afl import figures, queueing
-from afl.queue_measure import simulate_all, t_interval, update_rate, value_at
-from afl.recorder import write_parquet
-from afl.timing import group_sizes
+from afl import figures
+from afl.cluster.pipeline import log_to
+from afl.queueing.measure import simulate_all, t_interval, update_rate, value_at
+from afl.queueing.rounds import expected_max_duration
+from afl.atomic import write_parquet
+from afl.sim.timing import group_sizes
 
 ASYNC, MINIBATCH = "asynchronous SGD", "mini-batch SGD"
 GRID = 200
 
 
 def durations(spec: dict) -> np.ndarray:
-    """Every client's task duration (``afl.timing.group_sizes`` splits the clients as the trainer does)."""
+    """Every client's task duration (``afl.sim.timing.group_sizes`` splits the clients as the trainer does)."""
     sizes = group_sizes([g["fraction"] for g in spec["groups"]], spec["clients"])
     return np.repeat([float(g["duration"]) for g in spec["groups"]], sizes)
 
@@ -68,7 +70,7 @@ def tables(spec: dict, workdir: Path, processes: int) -> tuple[pd.DataFrame, pd.
             keys.append((MINIBATCH, lr, seed, c))
     infos = simulate_all(runs, processes)
     d = durations(spec)
-    theory = {ASYNC: float(d.mean()), MINIBATCH: queueing.expected_max_duration(d, c)}
+    theory = {ASYNC: float(d.mean()), MINIBATCH: expected_max_duration(d, c)}
     curves, timing = [], []
     for (algorithm, lr, seed, per_version), info, (_, _, out) in zip(keys, infos, runs):
         evals = pd.read_parquet(out / "evals.parquet")
@@ -80,7 +82,7 @@ def tables(spec: dict, workdir: Path, processes: int) -> tuple[pd.DataFrame, pd.
         timing.append({"algorithm": algorithm, "lr": lr, "seed": seed, "status": info["status"],
                        "simulated": per_round, "se": per_round * se / rate, "theory": theory[algorithm],
                        "theory_iid": float(d.mean()) if algorithm == ASYNC
-                       else queueing.expected_max_duration(d, c, replace=True)})
+                       else expected_max_duration(d, c, replace=True)})
     curves = pd.concat(curves, ignore_index=True)[["algorithm", "lr", "seed", "version", "gradients", "time",
                                                     "test_acc", "test_loss"]]
     return curves, pd.DataFrame(timing)
@@ -137,5 +139,6 @@ def run(spec: dict, table_path: Path, timing_path: Path, figure_path: Path, work
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     run(dict(snakemake.params.spec), snakemake.output.table, snakemake.output.timing,  # noqa: F821
         snakemake.output.png, snakemake.params.workdir, snakemake.threads)  # noqa: F821

@@ -1,14 +1,15 @@
-"""Test accuracy over virtual wall-clock time under uniform and optimised routing (issue 4, figure 3).
+"""Test accuracy over virtual wall-clock time under uniform and optimised routing (figure 3).
 
 AsyncSGD trains on non-IID MNIST (the spec's ``config``: clients in speed groups, exponential
 task times) under uniform routing and under the routings that minimise the working bound
-``B(p)`` of SPEC section 5 per server update (``afl.queueing.optimize_routing``, objective
-``update``) and per unit of wall-clock time (objective ``time``, ``T = lambda(p) * budget``).
-Each entry of ``constants`` is one set of the bound's constants -- given (``A, L, sigma, zeta,
-eta``) or estimated by a pilot run (``pilot: N`` updates, ``afl.queue_pilot``, with ``eta`` the
-run's server step) -- and gives its own pair of optimised routings, computed once for the first
-seed's client rates and pilot (the rates of the ``constant``, ``groups`` and ``trace`` kinds do
-not depend on the seed). Every routing runs with every seed up to the virtual time ``time``.
+``B(p)`` of Alahyane et al. 2025 per server update (``afl.queueing.routing.optimize_routing``,
+objective ``update``) and per unit of wall-clock time (objective ``time``,
+``T = lambda(p) * budget``). Each entry of ``constants`` is one set of the bound's constants --
+given (``A, L, sigma, zeta, eta``) or estimated by a pilot run (``pilot: N`` updates,
+``afl.queueing.pilot``, with ``eta`` the run's server step) -- and gives its own pair of
+optimised routings, computed once for the first seed's client rates and pilot (the rates of the
+``constant``, ``groups`` and ``trace`` kinds do not depend on the seed). Every routing runs
+with every seed up to the virtual time ``time``.
 
 Tables: ``routing.parquet``, every evaluation of every run (tidy: constants, routing, seed,
 version, time, test accuracy and loss); ``routing_summary.parquet``, per run: the routing ``p``,
@@ -25,11 +26,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from afl import figures, queueing
+from afl import figures
 from afl.config import apply_overrides, load_config
-from afl.jackson import network, resolve_constants
-from afl.queue_measure import one_torch_thread, simulate_all, t_interval, value_at
-from afl.recorder import write_parquet
+from afl.cluster.pipeline import log_to
+from afl.queueing.measure import one_torch_thread, simulate_all, t_interval, value_at
+from afl.queueing.model import network
+from afl.queueing.pilot import resolve_constants
+from afl.queueing.network import throughput
+from afl.queueing.routing import optimize_routing
+from afl.atomic import write_parquet
 
 OBJECTIVES = {"update": "per-update optimal", "time": "wall-clock optimal"}
 UNIFORM = "uniform"
@@ -44,7 +49,7 @@ def routings(spec: dict) -> list[dict]:
     mu, _, m = network(cfg)
     n = len(mu)
     uniform = np.full(n, 1.0 / n)
-    out = [{"constants": UNIFORM, "routing": UNIFORM, "p": uniform, "throughput": queueing.throughput(mu, uniform, m).item(),
+    out = [{"constants": UNIFORM, "routing": UNIFORM, "p": uniform, "throughput": throughput(mu, uniform, m).item(),
             "bound": np.nan, "bound_uniform": np.nan}]
     for entry in spec["constants"]:
         given = {k: entry[k] for k in BOUND_KEYS if k in entry}
@@ -52,7 +57,7 @@ def routings(spec: dict) -> list[dict]:
             constants, _ = resolve_constants(cfg, given, entry.get("pilot"))
         about = ", ".join(f"{k}={getattr(constants, k):.3g}" for k in BOUND_KEYS)
         for objective, label in OBJECTIVES.items():
-            res = queueing.optimize_routing(mu, m, constants, objective, p_min=spec.get("p_min"))
+            res = optimize_routing(mu, m, constants, objective, p_min=spec.get("p_min"))
             out.append({"constants": entry["name"], "routing": label, "p": res.p, "throughput": res.throughput,
                         "bound": res.bound, "bound_uniform": res.bound_uniform, "about": about})
     return out
@@ -159,5 +164,6 @@ def run(spec: dict, table_path: Path, summary_path: Path, figure_path: Path, wor
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     run(dict(snakemake.params.spec), snakemake.output.table, snakemake.output.summary,  # noqa: F821
         snakemake.output.png, snakemake.params.workdir, snakemake.threads)  # noqa: F821

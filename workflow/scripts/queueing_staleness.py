@@ -1,12 +1,12 @@
-"""Predicted vs simulated mean staleness per client on several closed networks (issue 4, figure 1).
+"""Predicted vs simulated mean staleness per client on several closed networks (figure 1).
 
 For each network of the spec (``clients``, ``concurrency``, ``rates`` as in ``timing.rates``,
 ``routing_power`` ``a``: ``p_i`` proportional to ``mu_i^a``, 0 = uniform), AsyncSGD runs with
 exponential task times and the null workload (timing only) for ``updates`` server updates.
-The table has one row per client: the closed form ``E[tau_i] = E_{m-1}[X_i] / p_i`` (SPEC
-section 5, ``afl.queueing.predict``) beside the simulated mean staleness after the warm-up,
-its batch-means standard error, the z-score and the relative error; and, per network, the
-predicted and simulated throughput. The figure: simulated against predicted (the diagonal is
+The table has one row per client: the closed form ``E[tau_i] = E_{m-1}[X_i] / p_i`` (the
+relative delay, ``afl.queueing.network.predict``) beside the simulated mean staleness after the
+warm-up, its batch-means standard error, the z-score and the relative error; and, per network,
+the predicted and simulated throughput. The figure: simulated against predicted (the diagonal is
 the theory) and the relative error with 95% intervals.
 """
 
@@ -16,11 +16,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from afl import figures, queueing
+from afl import figures
 from afl.config import load_config
-from afl.jackson import network
-from afl.queue_measure import simulate_all, staleness_per_client, update_rate
-from afl.recorder import write_parquet
+from afl.cluster.pipeline import log_to
+from afl.queueing.measure import simulate_all, staleness_per_client, update_rate
+from afl.queueing.model import network
+from afl.queueing.network import predict
+from afl.queueing.routing import power_routing
+from afl.atomic import write_parquet
 
 Z95 = 1.96
 
@@ -37,12 +40,12 @@ def table(spec: dict, workdir: Path, processes: int) -> pd.DataFrame:
     for net in spec["networks"]:
         raw = network_config(net, spec)
         # The rates the trainer will draw (same keyed stream), so that p ~ mu^a is exact.
-        p = queueing.power_routing(network(load_config(raw))[0], net.get("routing_power", 0.0))
+        p = power_routing(network(load_config(raw))[0], net.get("routing_power", 0.0))
         runs.append((raw, {"algorithm.routing": [float(v) for v in p]}, workdir / net["name"].replace(" ", "-")))
     frames = []
     for net, info, (_, _, out) in zip(spec["networks"], simulate_all(runs, processes), runs):
         mu, p, m = network(load_config(info["config"]))
-        pred = queueing.predict(mu, p, m)
+        pred = predict(mu, p, m)
         updates = pd.read_parquet(out / "updates.parquet")
         measured = staleness_per_client(updates, len(mu), spec["warmup"], spec["batches"])
         lam, lam_se = update_rate(updates, spec["warmup"], spec["batches"])
@@ -92,5 +95,6 @@ def run(spec: dict, table_path: Path, figure_path: Path, workdir: Path, processe
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     run(dict(snakemake.params.spec), snakemake.output.table, snakemake.output.png,  # noqa: F821
         snakemake.params.workdir, snakemake.threads)  # noqa: F821

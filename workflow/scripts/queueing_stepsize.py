@@ -1,10 +1,10 @@
-"""Constant vs delay-adaptive step size of AsyncSGD under heavy-tailed delays (issue 4, figure 4).
+"""Constant vs delay-adaptive step size of AsyncSGD under heavy-tailed delays (figure 4).
 
 AsyncSGD trains on non-IID MNIST (the spec's ``config``: task times lognormal, so a few tasks
 take many times the mean and return with a staleness far above the concurrency ``m``) with
 each server step size ``eta`` of ``server_lr`` and each step rule: ``constant`` (``eta``) and
 Koloskova, Stich & Jaggi's delay-adaptive rule (``eta`` if ``tau <= tau_C``, else
-``eta tau_C / tau``; ``tau_C`` defaults to ``m``; ``afl.lr.delay_adaptive``), for every seed.
+``eta tau_C / tau``; ``tau_C`` defaults to ``m``; ``afl.rules.lr.delay_adaptive``), for every seed.
 
 Tables: ``stepsize.parquet``, every evaluation of every run (rule, eta, seed, status, version,
 virtual time, test accuracy and loss); ``stepsize_staleness.parquet``, the distribution of the
@@ -22,8 +22,9 @@ import pandas as pd
 import seaborn as sns
 
 from afl import figures
-from afl.queue_measure import simulate_all, t_interval, value_at
-from afl.recorder import write_parquet
+from afl.cluster.pipeline import log_to
+from afl.queueing.measure import simulate_all, t_interval, value_at
+from afl.atomic import write_parquet
 
 RULES = {"constant": "constant step eta", "delay_adaptive": "delay-adaptive step (tau_C = {tau_c})"}
 GRID = 200
@@ -128,5 +129,6 @@ def run(spec: dict, table_path: Path, staleness_path: Path, figure_path: Path, w
 
 
 if __name__ == "__main__":
+    log_to(snakemake.log[0])  # noqa: F821
     run(dict(snakemake.params.spec), snakemake.output.table, snakemake.output.staleness,  # noqa: F821
         snakemake.output.png, snakemake.params.workdir, snakemake.threads)  # noqa: F821

@@ -1,0 +1,181 @@
+"""Experiment grids of the Snakemake workflow: cells, their names, their SLURM settings.
+
+An experiment (``experiments.<name>`` in a workflow config) is a base run config plus overrides:
+``set`` (fixed, for every cell), ``variants`` (a list of override mappings) and ``grid`` (key ->
+list of values). Its cells are the product ``variants x grid``. Every cell's config is resolved
+and validated with ``afl.config.load_config`` when the workflow is planned, so a bad cell stops
+the workflow with one line before any job starts.
+
+A cell's directory name is its own overrides (``key=value`` sorted by key, joined by ``__``)
+followed by the hash of its resolved config (``afl.config.config_hash``): the same cell always
+gets the same name, and any change of its config (base file, ``set``, defaults) gives a new name,
+so a rerun skips finished cells and runs changed ones into a fresh directory.
+
+This module imports neither torch nor Snakemake: the workflow imports it on the login node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from afl.config import config_hash, load_config, read_yaml, to_dict
+from afl.errors import ConfigError
+
+# Columns every aggregated table carries, whether or not the grid varies them.
+STANDARD_COLUMNS = ("algorithm.name", "algorithm.concurrency", "seed")
+SLURM_KEYS = ("partition", "account", "qos", "constraint", "gpus", "cpus", "mem_gb", "time_min",
+              "max_requeue", "signal_delay_s", "additional")
+MAX_READABLE = 160  # characters of a cell name before the hash (file names stop at 255)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of an experiment: where its base config is, its overrides, its name."""
+
+    experiment: str
+    name: str
+    config: str  # the base run config (absolute path)
+    overrides: dict  # the cell's own coordinates in the grid (variant + grid values)
+    sets: tuple[str, ...]  # every override (set + variant + grid) as key=value, for `afl launch --set`
+    config_hash: str
+    columns: dict  # STANDARD_COLUMNS and every key the experiment varies -> this cell's resolved value
+
+
+def _token(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return _UNSAFE.sub("-", text).strip("-") or "-"
+
+
+def cell_name(overrides: dict, hash_: str) -> str:
+    """``key=value`` for each override, sorted by key, joined by ``__``, then ``__`` and the hash."""
+    readable = "__".join(f"{k}={_token(v)}" for k, v in sorted(overrides.items()))[:MAX_READABLE]
+    return f"{readable}__{hash_}" if readable else hash_
+
+
+def _describe(overrides: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "no overrides"
+
+
+def experiment_cells(name: str, spec: dict, root: Path) -> list[Cell]:
+    """The cells of experiment ``name`` (a validated ``experiments.<name>`` mapping), in grid order.
+
+    A relative ``config`` path is taken relative to ``root`` (the repository).
+    """
+    where = f"experiments.{name}"
+    path = Path(spec["config"])
+    path = path if path.is_absolute() else root / path
+    try:
+        base = read_yaml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.config: {exc}") from None
+    fixed = spec.get("set") or {}
+    grid = spec.get("grid") or {}
+    variants = spec.get("variants") or [{}]
+    if both := sorted(set(fixed) & set(grid)):
+        raise ConfigError(f"{where}.set.{both[0]}: also in grid; fix: keep {both[0]} in one of set and grid")
+    for i, variant in enumerate(variants):
+        if both := sorted(set(variant) & (set(grid) | set(fixed))):
+            raise ConfigError(f"{where}.variants[{i}].{both[0]}: also in {'grid' if both[0] in grid else 'set'}; "
+                              f"fix: keep {both[0]} in one place")
+    planned, seen = [], {}
+    for variant in variants:
+        for values in itertools.product(*grid.values()):
+            own = {**variant, **dict(zip(grid, values))}
+            sets = tuple(f"{k}={json.dumps(v)}" for k, v in {**fixed, **own}.items())
+            try:
+                cfg = load_config(base, sets)
+            except ConfigError as exc:
+                raise ConfigError(f"{where} (cell {_describe(own)}): {exc}") from None
+            hash_ = config_hash(cfg)
+            cell = cell_name(own, hash_)
+            if cell in seen:
+                raise ConfigError(f"{where}: cells {{{_describe(seen[cell])}}} and {{{_describe(own)}}} are the "
+                                  f"same run ({cell}); fix: remove the duplicate variant or grid value")
+            seen[cell] = own
+            planned.append((cell, own, sets, hash_, to_dict(cfg)))
+    # Every cell gets a column for every key any cell overrides: its own value or the resolved one.
+    keys = dict.fromkeys([*STANDARD_COLUMNS, *(k for _, own, *_ in planned for k in own)])
+    return [Cell(name, cell, str(path.resolve()), own, sets, hash_, {k: _lookup(resolved, k) for k in keys})
+            for cell, own, sets, hash_, resolved in planned]
+
+
+def _lookup(resolved: dict, key: str):
+    for part in key.split("."):
+        resolved = resolved[part]
+    return resolved
+
+
+def expand(experiments: dict, root: Path) -> dict[str, list[Cell]]:
+    """Every experiment's cells: ``{experiment: [Cell, ...]}``; raises ConfigError on a bad cell."""
+    return {name: experiment_cells(name, spec, root) for name, spec in experiments.items()}
+
+
+def slurm_settings(defaults: Path, *layers: dict | None) -> dict:
+    """The SLURM settings of a cell: ``defaults`` (cluster/slurm.yaml) updated by each layer in turn."""
+    try:
+        settings = yaml.safe_load(Path(defaults).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{defaults}: cannot read the SLURM defaults ({exc}); fix: restore cluster/slurm.yaml") from None
+    for layer in layers:
+        settings.update(layer or {})
+    if unknown := sorted(set(settings) - set(SLURM_KEYS)):
+        raise ConfigError(f"slurm.{unknown[0]}: unknown key; fix: use only {', '.join(SLURM_KEYS)}")
+    if missing := sorted(set(SLURM_KEYS) - set(settings)):
+        raise ConfigError(f"{defaults}: no {missing[0]}; fix: set {missing[0]} there (see cluster/slurm.yaml)")
+    return settings
+
+
+def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
+    """Each figure names an existing experiment and selects at least one of its cells."""
+    for name, spec in figures.items():
+        where = f"figures.{name}"
+        exp = spec["experiment"]
+        if exp not in cells:
+            raise ConfigError(f"{where}.experiment: no experiment {exp!r}; fix: use one of {', '.join(cells)}")
+        select = spec.get("select") or {}
+        columns = set().union(*(c.columns for c in cells[exp]))
+        for key in select:
+            if key not in columns:
+                raise ConfigError(f"{where}.select.{key}: not a column of experiment {exp}; "
+                                  f"fix: select on one of {', '.join(sorted(columns))}")
+        if not any(matches(c.columns, select) for c in cells[exp]):
+            raise ConfigError(f"{where}.select: no cell of experiment {exp} has {_describe(select)}; "
+                              "fix: select values that the experiment's grid contains")
+
+
+def matches(columns: dict, select: dict) -> bool:
+    """Whether a cell's columns have every selected value (a list selects any of its values)."""
+    return all(columns.get(k) in (v if isinstance(v, list) else [v]) for k, v in select.items())
+
+
+def schema_error(exc: Exception) -> str:
+    """One line from Snakemake's schema validation error (a WorkflowError raised from a jsonschema error)."""
+    inner = exc.__cause__ or exc.__context__
+    if not hasattr(inner, "absolute_path"):
+        return f"workflow config: {str(exc).splitlines()[0]}; fix: see workflow/schemas/config.schema.yaml"
+    key = ".".join(str(p) for p in inner.absolute_path) or "workflow config"
+    return f"{key}: {inner.message}; fix: see workflow/schemas/config.schema.yaml"
+
+
+def log_to(path: str | Path) -> None:
+    """Send this process's standard output and error to ``path`` (a rule's log), from now on.
+
+    The workflow's scripts call it first. It redirects the file descriptors, so that the output
+    of C code and of child processes (the queueing experiments' workers) lands there too.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout.reconfigure(line_buffering=True)

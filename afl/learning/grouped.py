@@ -1,0 +1,145 @@
+"""The forward pass of one architecture for ``k`` parameter sets at once: the grouped model.
+
+``GroupedModel`` runs the architecture of an ``nn.Module`` for ``k`` tasks' parameters:
+convolutions as one grouped convolution over ``[N, k*C, H, W]`` (task ``t`` owns channels
+``t*C..(t+1)*C-1``), so BatchNorm's per-channel statistics are per task; linear layers as one
+batched matmul over features-first ``[k, F, N]`` (so each weight's gradient comes out contiguous,
+as the fused optimizer needs). It walks the module tree (``Sequential``, ``Conv2d``,
+``BatchNorm2d``, ``ReLU``, ``AdaptiveAvgPool2d(1)``, ``Flatten``, ``Linear``, ``LogSoftmax``,
+``afl.learning.models.BasicBlock``) and refuses anything else. Each parameter of the ``k``
+models is one contiguous ``[k, *shape]`` tensor (a convolution's weight is then already the
+``[k*O, I, kh, kw]`` weight of the grouped convolution); BatchNorm running statistics are
+``[k, C]`` tensors updated in place, and BatchNorm masks padding out of its statistics on steps
+where a batch is short. ReLU runs in place (no new activation tensor: on a 2-core CPU the paper
+CNN's training step took 1.25 times less time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afl.learning.models import BasicBlock
+
+
+class GroupedModel:
+    """The forward pass of ``model``'s architecture for ``k`` parameter sets at once."""
+
+    def __init__(self, model: nn.Module, channels_last: bool):
+        self.model = model
+        named = list(model.named_parameters())
+        self.index = {name: i for i, (name, _) in enumerate(named)}
+        self.shapes = [tuple(p.shape) for _, p in named]
+        buffers = [(name, b) for name, b in model.named_buffers() if b.is_floating_point()]
+        self.buffer_index = {name: i for i, (name, _) in enumerate(buffers)}
+        self.buffer_shapes = [tuple(b.shape) for _, b in buffers]
+        leaves = [m for m in model.modules() if not list(m.children())]
+        self.images = isinstance(leaves[0], nn.Conv2d)  # inputs in the grouped layout [N, k*C, H, W]
+        self.channels_last = channels_last and self.images
+        self.has_batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in leaves)
+
+    def unstack(self, vectors: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Flat models ``[k, P]`` (``afl.params`` layout) -> contiguous parameters ``[k, *shape]``
+        and running statistics ``[k, *shape]``."""
+        k, shapes = len(vectors), self.shapes + self.buffer_shapes
+        parts = vectors.split([math.prod(shape) for shape in shapes], 1)
+        tensors = [part.reshape(k, *shape).clone(memory_format=torch.contiguous_format)  # own storage each
+                   for part, shape in zip(parts, shapes)]
+        return tensors[:len(self.shapes)], tensors[len(self.shapes):]
+
+    @staticmethod
+    def stack(params: list[torch.Tensor], buffers: list[torch.Tensor]) -> torch.Tensor:
+        """The inverse of ``unstack``: flat models ``[k, P]``."""
+        return torch.cat([t.reshape(len(t), -1) for t in params + buffers], 1)
+
+    def forward(self, parts: list[torch.Tensor], buffers: list[torch.Tensor] | None, x: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """Log-probabilities ``[k, classes, N]``.
+
+        ``x``: ``[N, k*C, H, W]`` for a convolutional model, else ``[k, N, ...]``. ``buffers``:
+        BatchNorm running statistics ``[k, C]``, updated in place (``None``: batch statistics
+        only, nothing updated). ``mask``: ``[N, k]`` with 1 for real samples and 0 for padding,
+        for BatchNorm on steps where some batch is short (``None``: no padding).
+        """
+        self.k, self.parts, self.buffers, self.mask = parts[0].shape[0], parts, buffers, mask
+        return self._run(self.model, "", x)
+
+    def _run(self, module: nn.Module, prefix: str, h: torch.Tensor) -> torch.Tensor:
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                h = self._run(child, f"{prefix}{name}.", h)
+            return h
+        if isinstance(module, BasicBlock):
+            out = torch.relu_(self._run(module.bn1, prefix + "bn1.", self._run(module.conv1, prefix + "conv1.", h)))
+            out = self._run(module.bn2, prefix + "bn2.", self._run(module.conv2, prefix + "conv2.", out))
+            return torch.relu_(out + self._run(module.shortcut, prefix + "shortcut.", h))
+        if isinstance(module, nn.Conv2d):
+            return self._conv(module, prefix, h)
+        if isinstance(module, nn.BatchNorm2d):
+            return self._batch_norm(module, prefix, h)
+        if isinstance(module, nn.ReLU):
+            return torch.relu_(h)
+        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
+            return _GlobalMean.apply(h, torch.channels_last if self.channels_last else torch.contiguous_format)
+        if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+            if self.images:  # grouped [N, k*C, H, W] -> [k, C*H*W, N]
+                return h.reshape(h.shape[0], self.k, -1).permute(1, 2, 0)
+            return h.flatten(2).transpose(1, 2)  # [k, N, ...] -> [k, F, N]
+        if isinstance(module, nn.Linear):
+            weight = self.parts[self.index[prefix + "weight"]]
+            bias = self.parts[self.index[prefix + "bias"]]
+            return torch.baddbmm(bias.unsqueeze(2), weight, h)
+        if isinstance(module, nn.LogSoftmax) and module.dim == 1:
+            return torch.log_softmax(h, 1)
+        raise TypeError(f"batched training has no rule for {type(module).__name__} ({prefix.rstrip('.')})")
+
+    def _conv(self, module: nn.Conv2d, prefix: str, h: torch.Tensor) -> torch.Tensor:
+        k = self.k
+        weight = self.parts[self.index[prefix + "weight"]].flatten(0, 1)
+        bias = self.parts[self.index[prefix + "bias"]].flatten() if module.bias is not None else None
+        return F.conv2d(h, weight, bias, module.stride, module.padding, module.dilation, module.groups * k)
+
+    def _batch_norm(self, module: nn.BatchNorm2d, prefix: str, h: torch.Tensor) -> torch.Tensor:
+        c = module.num_features
+        weight = self.parts[self.index[prefix + "weight"]].flatten()
+        bias = self.parts[self.index[prefix + "bias"]].flatten()
+        mean_buf = var_buf = None
+        if self.buffers is not None:
+            mean_buf = self.buffers[self.buffer_index[prefix + "running_mean"]]
+            var_buf = self.buffers[self.buffer_index[prefix + "running_var"]]
+        if self.mask is None:
+            return F.batch_norm(h, None if mean_buf is None else mean_buf.view(-1),
+                                None if var_buf is None else var_buf.view(-1), weight, bias, True,
+                                module.momentum, module.eps)
+        n, k, (_, height, width) = h.shape[0], self.k, h.shape[1:]
+        h5 = h.to(weight.dtype).view(n, k, c, height, width)
+        m5 = self.mask.view(n, k, 1, 1, 1)
+        count = (self.mask.sum(0) * (height * width)).view(k, 1)
+        mean = (h5 * m5).sum((0, 3, 4)) / count
+        centred = h5 - mean.view(1, k, c, 1, 1)
+        var = (centred * centred * m5).sum((0, 3, 4)) / count
+        if mean_buf is not None:
+            with torch.no_grad():
+                mean_buf.lerp_(mean, module.momentum)
+                var_buf.lerp_(var * count / (count - 1), module.momentum)
+        scale = (torch.rsqrt(var + module.eps) * weight.view(k, c)).view(1, k, c, 1, 1)
+        return (centred * scale + bias.view(1, k, c, 1, 1)).reshape(n, k * c, height, width)
+
+
+class _GlobalMean(torch.autograd.Function):
+    """Global average pooling ``[N, C, H, W] -> [N, C, 1, 1]`` whose gradient has the memory format
+    of the activations (``mean``'s is contiguous; meeting a channels-last activation, the ReLU
+    before it takes a strided path: on a 2-core CPU that made the CNN's backward pass 1.3 times slower)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        ctx.shape, ctx.memory_format = h.shape, memory_format
+        return h.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.memory_format)
+        return out.copy_(grad.expand(ctx.shape)).div_(ctx.shape[2] * ctx.shape[3]), None

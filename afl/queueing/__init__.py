@@ -1,0 +1,26 @@
+"""Queueing theory of generalized AsyncSGD: the closed Jackson network, its routing, its experiments.
+
+Callers import from the submodule that holds what they need (this package re-exports nothing):
+
+``network``
+    The closed Jackson network's stationary analysis (torch, differentiable): Buzen's
+    normalising constants, throughput, queue lengths, utilisation, relative delay, sojourn
+    time, mean-value analysis as a cross-check, and ``predict`` (every ``Prediction`` at
+    once); ``QueueingError`` and the input checks the other modules share.
+``routing``
+    The second seed's working bound ``B(p)`` and its ``BoundConstants``; ``optimize_routing``,
+    ``optimize_concurrency`` and the ``power_routing`` family.
+``rounds``
+    The synchronous round: ``expected_max_duration``, the slowest of ``c`` task durations.
+``model``
+    A config read as a network: ``network(cfg) = (mu, p, m)``, ``jackson_reasons`` (where the
+    model is not exact), the trainer's prediction and ``resolve_constants`` (the bound's
+    constants: given, from a pilot, or defaults).
+``pilot``
+    ``pilot_constants``: ``A, L, sigma, zeta`` estimated from a short AsyncSGD run.
+``measure``
+    The simulated counterparts, for the workflow's experiments: batch-means standard errors,
+    per-client staleness, update rate, Student-t intervals, ``simulate_all``.
+``cli``
+    ``afl queue predict | optimize``; it imports the torch modules only when a command runs.
+"""

@@ -1,0 +1,54 @@
+"""Server rules: each turns a batch of arrivals into the next global model.
+
+One module per rule family (``fedavg``: ``sfl`` and ``afl``; ``fedasync``; ``fedbuff``;
+``asyncsgd``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
+asks for (how many arrivals form an update, synchronous or not, model or gradient, its
+defaults and checks). ``staleness`` holds the staleness functions ``s(tau)`` and ``lr`` the
+step-size rules the rules use. The simulator buffers arrivals until a rule's batch is full,
+computes each arrival's staleness ``tau = t - v``, and the run applies ``aggregate``.
+"""
+
+from afl.errors import config_fail
+from afl.rules import staleness
+from afl.rules.asyncsgd import ASYNCSGD
+from afl.rules.fedasync import FEDASYNC
+from afl.rules.fedavg import AFL, SFL
+from afl.rules.fedbuff import FEDBUFF
+from afl.rules.spec import Arrival, Rule
+
+__all__ = ["RULES", "Arrival", "Rule", "get", "make", "validate"]
+
+RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD)}
+
+# Keys without a default value (what they name): setting one for a rule that does not read it is a mistake.
+_UNSET_UNLESS_READ = {"buffer_size": "a buffer"}
+
+
+def get(name: str) -> Rule:
+    return RULES[name]
+
+
+def staleness_function(algorithm):
+    """``s(tau)`` of the config's ``algorithm.staleness`` section, parameters bound."""
+    st = algorithm.staleness
+    return staleness.make(st.name, **{k: getattr(st, k) for k in ("a", "b", "beta") if getattr(st, k) is not None})
+
+
+def make(algorithm, routing):
+    """The aggregator of the config's ``algorithm`` section; ``routing`` is p (asyncsgd's ``1/(n p_i)``)."""
+    return RULES[algorithm.name].build(algorithm, staleness_function(algorithm), routing)
+
+
+def validate(algorithm) -> None:
+    """The checks of the rule named in ``algorithm``, and keys set that it does not read."""
+    rule = RULES[algorithm.name]
+    for key, noun in _UNSET_UNLESS_READ.items():
+        if getattr(algorithm, key) is not None and key not in rule.keys:
+            owners = [r.name for r in RULES.values() if key in r.keys]
+            config_fail(f"algorithm.{key}", f"only {'/'.join(owners)} has {noun}, not {rule.name}",
+                        f"remove algorithm.{key}")
+    if algorithm.step_rule != "constant" and "step_rule" not in rule.keys:
+        owners = [r.name for r in RULES.values() if "step_rule" in r.keys]
+        config_fail("algorithm.step_rule", f"the delay-adaptive step applies to {'/'.join(owners)}, not {rule.name}",
+                    f"remove algorithm.step_rule or use algorithm.name: {owners[0]}")
+    rule.check(algorithm)

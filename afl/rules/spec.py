@@ -1,0 +1,68 @@
+"""What a server rule owns: its facts, defaults and checks, next to its aggregation.
+
+Every rule module ends with one ``Rule``; nothing outside ``afl.rules`` asks for a rule by name,
+it asks the rule's ``Rule`` (``afl.rules.get(name)``) for the fact it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the rules take tensors but need no torch import (the login node loads afl.config)
+    import torch
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A finished task as the server sees it."""
+
+    client: int
+    base_version: int
+    base: torch.Tensor  # the model x_v the task was sent
+    vector: torch.Tensor  # the client's model x_i, or its gradient g_i for a gradient rule
+    num_samples: int  # n_i, the client's shard size
+    train_loss: float
+
+
+def _one(algorithm) -> int:
+    return 1
+
+
+def _no_defaults(algorithm) -> dict:
+    return {}
+
+
+def _no_check(algorithm) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A server rule's facts. ``algorithm`` below is the config's ``algorithm`` section.
+
+    - ``build(algorithm, s, routing)``: the aggregator, whose ``aggregate(x, arrivals, taus)``
+      returns the new model and the weight (or step) applied to each arrival;
+    - ``batch(algorithm)``: arrivals per server update (the server buffers until it is full);
+    - ``barrier``: synchronous rounds: a new round of ``m`` tasks only when none is in flight;
+    - ``gradient``: a task returns one stochastic gradient at the model it was sent (one local
+      step), not a locally trained model;
+    - ``staleness``, ``lr_rule``, ``selection``: its default ``s(tau)``, local learning-rate rule
+      and client selection;
+    - ``keys``: the ``algorithm`` keys it reads (a key with no default that another rule owns is
+      refused here);
+    - ``defaults(algorithm)``: its own defaults that depend on other keys; ``check(algorithm)``:
+      its own validation (``afl.errors.config_fail``).
+    """
+
+    name: str
+    build: Callable[[Any, Callable, Any], Any]
+    batch: Callable[[Any], int] = _one
+    barrier: bool = False
+    gradient: bool = False
+    staleness: str = "constant"
+    lr_rule: str = "constant"
+    selection: str = "without_replacement"
+    keys: tuple[str, ...] = field(default=())
+    defaults: Callable[[Any], dict] = _no_defaults
+    check: Callable[[Any], None] = _no_check

@@ -1,0 +1,121 @@
+"""The one place a resolved config becomes a wired run.
+
+``build(cfg, ...)`` makes the federation (data, shards, client rates, routing), the model,
+the workload (local training, or none), the server rule and the event simulation, and ties
+them together; ``afl train`` (``afl.run.train``), the pilot of the queueing bound, the
+benchmarks and the tests all start a run here. It also owns the budget: a round is ``m``
+returned results for every rule (``budget``, ``planned_updates``), so rules are compared at
+equal client work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from afl import params, rules
+from afl.config import Config
+from afl.learning import models
+from afl.learning.local import TaskResult, task_steps
+from afl.learning.trainer import Options
+from afl.learning.workloads import NullWorkload, TrainingWorkload
+from afl.rng import Stream, torch_stream
+from afl.rules import Arrival
+from afl.run import federation
+from afl.run.federation import Federation
+from afl.sim.executor import LazyExecutor
+from afl.sim.simulator import Budget, Simulation
+
+
+def budget(cfg: Config) -> Budget:
+    """``run.updates`` server updates, ``run.rounds`` rounds of ``m`` results, ``run.time`` virtual time."""
+    run, m = cfg.run, cfg.algorithm.concurrency
+    return Budget(updates=run.updates if run.updates is not None else math.inf,
+                  results=run.rounds * m if run.rounds is not None else math.inf,
+                  time=run.time if run.time is not None else math.inf)
+
+
+def planned_updates(cfg: Config) -> int | None:
+    """Server updates the budget allows, where it is given in updates or rounds (None: by time only)."""
+    run, a = cfg.run, cfg.algorithm
+    budgets = [] if run.updates is None else [run.updates]
+    if run.rounds is not None:
+        budgets.append(run.rounds * a.concurrency // rules.get(a.name).batch(a))
+    return min(budgets) if budgets else None
+
+
+def round_of(result: int, m: int) -> int:
+    """The round (1-based) of the ``result``-th applied result (0-based): a round is ``m`` results."""
+    return result // m + 1
+
+
+@dataclass
+class Run:
+    """A wired run: ``simulation.run()`` plays it."""
+
+    cfg: Config
+    device: torch.device
+    federation: Federation
+    model: torch.nn.Module | None  # None under the null workload
+    workload: TrainingWorkload | NullWorkload
+    rule: rules.Rule
+    steps: np.ndarray  # local steps of a task, per client
+    planned_updates: int | None
+    simulation: Simulation
+
+
+OnUpdate = Callable[[int, float, list, list, list, np.ndarray, float], None]
+
+
+def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable = lambda x, version, now: None,
+          on_checkpoint: Callable | None = None, requested: Callable[[], bool] = lambda: False,
+          fed: Federation | None = None) -> Run:
+    """Wire ``cfg``. ``on_update(version, now, tasks, arrivals, taus, weights, update_norm)`` sees every
+    server update; ``on_eval(x, version, now)`` every evaluation point (it returns the test loss
+    or None); ``on_checkpoint(state)`` gets the simulation's state to save. ``fed``: a prebuilt
+    federation (the memory benchmark's synthetic shards), else built from ``cfg``."""
+    device = federation.device_of(cfg)
+    fed = fed if fed is not None else federation.build(cfg, device)
+    rule = rules.get(cfg.algorithm.name)
+    n = len(fed.rates)
+    total = planned_updates(cfg)
+    training = cfg.run.workload != "none"
+    steps = task_steps(cfg.client, rule.gradient, fed.sizes if training else None, n)
+    if training:
+        model = models.build(cfg.model.name, fed.num_classes, fed.input_shape,
+                             generator=torch_stream(cfg.seed, Stream.INIT)).to(device)
+        x0 = params.flatten(model)
+        run = cfg.run
+        workload = TrainingWorkload(model, fed.train_x, fed.train_y, fed.shards, steps, cfg.client,
+                                    seed=cfg.seed, gradient=rule.gradient, augment=cfg.data.augment,
+                                    options=Options(run.precision, run.channels_last, run.compile),
+                                    task_batch=run.task_batch, total=total)
+    else:
+        model, x0, workload = None, torch.zeros(0), NullWorkload(rule.gradient)
+    executor = LazyExecutor(workload, TaskResult)
+    aggregator = rules.make(cfg.algorithm, fed.routing)
+    sizes = fed.sizes.tolist()
+
+    def server(x, tasks, taus, version, now):
+        arrivals = []
+        for t in tasks:
+            result = executor.result(t)
+            arrivals.append(Arrival(t.client, t.base_version, t.base, result.vector, sizes[t.client],
+                                    result.train_loss))
+        x_new, weights = aggregator.aggregate(x, arrivals, taus)
+        update_norm = float((x_new - x).norm()) if x_new.numel() else 0.0  # no model under the null workload
+        if on_update is not None:
+            on_update(version, now, tasks, arrivals, taus, weights, update_norm)
+        return x_new, update_norm
+
+    a, run = cfg.algorithm, cfg.run
+    simulation = Simulation(
+        server, executor, x0, m=a.concurrency, batch=rule.batch(a), barrier=rule.barrier, selection=a.selection,
+        routing=fed.routing, rates=fed.rates, steps=steps, timing=cfg.timing, seed=cfg.seed, budget=budget(cfg),
+        eval_every=run.eval_every, on_eval=on_eval, on_checkpoint=on_checkpoint,
+        checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested)
+    return Run(cfg, device, fed, model, workload, rule, steps, total, simulation)

@@ -1,0 +1,81 @@
+"""What a run records, written atomically (``afl.atomic``).
+
+``updates.parquet``: one row per result applied in a server update. ``evals.parquet``:
+one row per evaluation of the global model. ``clients.parquet``: one row per client.
+``run.json``: the resolved config, its hash, seed, versions, commit, wall time, status.
+Every file is written to a temporary name, fsynced and renamed into place, so a reader
+never sees a partial file.
+"""
+
+import numpy as np
+import pandas as pd
+
+
+
+UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
+                  "dispatch_time", "start_time", "duration", "update_norm")
+EVAL_COLUMNS = ("version", "time", "wall_time", "test_loss", "test_acc", "server_loss")
+
+
+class Recorder:
+    """Metric rows, kept as columns in memory until written."""
+
+    def __init__(self):
+        self.updates = {c: [] for c in UPDATE_COLUMNS}
+        self.evals = {c: [] for c in EVAL_COLUMNS}
+
+    def update(self, version, time, tasks, arrivals, taus, weights, update_norm) -> None:
+        u = self.updates
+        for t, a, tau, w in zip(tasks, arrivals, taus, weights):
+            u["version"].append(version)
+            u["time"].append(time)
+            u["client"].append(t.client)
+            u["base_version"].append(t.base_version)
+            u["staleness"].append(tau)
+            u["weight"].append(float(w))
+            u["train_loss"].append(a.train_loss)
+            u["dispatch_time"].append(t.dispatch_time)
+            u["start_time"].append(t.start_time)
+            u["duration"].append(t.duration)
+            u["update_norm"].append(update_norm)
+
+    def eval(self, version, time, wall_time, test_loss, test_acc, server_loss) -> None:
+        for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss)):
+            self.evals[c].append(v)
+
+    def server_loss(self, m: int) -> float:
+        """The first seed's "server loss": mean local training loss of the last ``m`` applied results."""
+        recent = self.updates["train_loss"][-m:]
+        return float(np.mean(recent)) if recent else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "evals": self.evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = {c: list(state["updates"][c]) for c in UPDATE_COLUMNS}
+        self.evals = {c: list(state["evals"][c]) for c in EVAL_COLUMNS}
+
+    def updates_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.updates, columns=list(UPDATE_COLUMNS)).astype(
+            {"version": "int64", "client": "int64", "base_version": "int64", "staleness": "int64"})
+
+    def evals_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.evals, columns=list(EVAL_COLUMNS)).astype({"version": "int64"})
+
+
+def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray,
+                  predicted_staleness: np.ndarray | None = None) -> pd.DataFrame:
+    """Per client: tasks applied, mean staleness of its applied results, busy time, and its setting.
+
+    ``predicted_staleness``: the closed Jackson network's ``E[tau_i]`` (``afl.queueing.network``),
+    NaN where the run is not in that setting (see ``afl.queueing.model.jackson_reasons``).
+    """
+    tasks = stats.tasks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_staleness = np.where(tasks > 0, stats.staleness_sum / np.maximum(tasks, 1), np.nan)
+    if predicted_staleness is None:
+        predicted_staleness = np.full(len(tasks), np.nan)
+    return pd.DataFrame({"client": np.arange(len(tasks)), "tasks": tasks, "mean_staleness": mean_staleness,
+                         "predicted_staleness": np.asarray(predicted_staleness, dtype=float),
+                         "busy_time": stats.busy_time, "rate": rates, "num_samples": sizes,
+                         "routing_p": routing})

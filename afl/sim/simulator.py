@@ -1,0 +1,288 @@
+"""The event simulator: clients, tasks, queues and the server, in virtual time.
+
+Clients are callbacks on the virtual clock (``afl.sim.clock``). A client with work
+serves its FIFO queue: its head task's completion is a timer at start + duration (virtual,
+so instantly); when it fires, the task goes to the server and the client starts its next
+task. The server buffers arrived tasks until the rule's batch is full, computes each one's
+staleness ``tau = t - v`` (the one place staleness is computed), hands them to ``server``
+(which fetches their results from the executor, computed lazily in one batch with every
+other task dispatched so far, and applies the rule), and dispatches replacements: one per
+arrival to keep ``m`` tasks in flight, or, for a synchronous rule, a new round of ``m``
+when none is in flight.
+
+Timers and ``call_soon`` callbacks rather than one coroutine per client: the same order of
+events (an idle client starts its first task one loop step after its dispatch, as a new
+coroutine did), a fraction of the cost per event. Memory is O(n) small arrays plus the
+queues of busy clients only, so ``n`` can be 100,000.
+
+This module knows nothing of learning, and no torch and no config: the model is an opaque
+value, the server step, evaluation and checkpoints are callbacks, and the setting comes as
+plain parameters. ``afl.run.build`` wires it to a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from afl.rng import Stream, numpy_stream
+from afl.sim import clock
+from afl.sim import timing as durations
+from afl.sim.selection import Selector
+from afl.sim.tasks import Task
+
+
+@dataclass
+class ClientStats:
+    """Per-client counters: lists while a simulation runs (cheap scalar updates), arrays in its Outcome."""
+
+    tasks: list | np.ndarray
+    staleness_sum: list | np.ndarray
+    busy_time: list | np.ndarray
+
+    def arrays(self) -> ClientStats:
+        return ClientStats(np.array(self.tasks, np.int64), np.array(self.staleness_sum, float),
+                           np.array(self.busy_time, float))
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | diverged
+    reason: str
+    version: int
+    time: float
+    stats: ClientStats = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run stops: after ``updates`` server updates, ``results`` applied results, or at
+    virtual ``time``, whichever comes first (``afl.run.build.budget`` reads it off a config)."""
+
+    updates: float = math.inf
+    results: float = math.inf
+    time: float = math.inf
+
+
+class Simulation:
+    """One run of a server rule over ``n`` clients until its budget is spent.
+
+    ``server(x, tasks, taus, version, now) -> (x_new, update_norm)`` applies the rule to the
+    buffered tasks (``version`` is the one the update creates); ``batch`` tasks form an update
+    and ``barrier`` makes rounds synchronous (``afl.rules.Rule``). ``rates``, ``routing`` and
+    ``steps`` are per client (local steps of a task, for ``timing.per: step``); ``timing`` is
+    the config's timing section. ``on_eval(x, version, now)`` returns the test loss or None.
+    ``on_checkpoint(state)`` is called every ``checkpoint_every`` updates and every
+    ``checkpoint_seconds`` of wall-clock time, and whenever ``requested()`` says so.
+    """
+
+    def __init__(self, server: Callable, executor, x0: Any, *, m: int, batch: int, barrier: bool,
+                 selection: str, routing: np.ndarray, rates: np.ndarray, steps: np.ndarray, timing: Any,
+                 seed: int, budget: Budget, eval_every: int, on_eval: Callable,
+                 on_checkpoint: Callable | None = None, checkpoint_every: int | None = None,
+                 checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False):
+        self.server, self.executor = server, executor
+        self.batch, self.barrier, self.timing = batch, barrier, timing
+        self.rates, self.steps = rates.tolist(), np.asarray(steps).tolist()
+        self.on_eval = on_eval
+        n = len(self.rates)
+        self.m = m
+        self.x, self.version = x0, 0
+        self.selector = Selector(selection, n, routing, numpy_stream(seed, Stream.SELECT))
+        self.service = durations.ServiceDraws(timing, seed)
+        self.queues: dict[int, deque[Task]] = {}  # busy clients only: head in service, then FIFO
+        self.task_count = np.zeros(n, dtype=np.int64)
+        self.stats = ClientStats([0] * n, [0.0] * n, [0.0] * n)
+        self.buffer: list[Task] = []  # arrived, waiting for the rule's batch to fill
+        self.in_flight = 0
+        self.results = 0
+        self.next_id = 0
+        self.budget, self.eval_every = budget, eval_every
+        self.outcome: Outcome | None = None
+        self.start_time, self.first_seq, self.restored = 0.0, 0, False
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_every = (checkpoint_every or 0) if on_checkpoint else 0
+        self.checkpoint_seconds = checkpoint_seconds if on_checkpoint else math.inf
+        self.last_checkpoint = time.monotonic()
+        self.checkpoint_due = False
+        self.requested = requested  # a checkpoint asked for from outside (a preemption signal)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Simulate until the budget is spent or the model diverges (from a restored state, if any)."""
+        return clock.run(self._main(), start=self.start_time, first_seq=self.first_seq,
+                         on_quiescent=self._quiescent)
+
+    async def _main(self) -> Outcome:
+        self.loop = asyncio.get_running_loop()
+        self.finished = self.loop.create_future()
+        self.loop.set_exception_handler(self._crash)
+        if self.restored:
+            for client, queue in self.queues.items():
+                task = queue[0]
+                self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq, self._complete, client)
+        else:
+            self.on_eval(self.x, self.version, 0.0)
+            self._dispatch(self.m)
+        return await self.finished
+
+    def _crash(self, loop, context: dict) -> None:
+        """An exception in a client's callback (a crash in training, say) ends the run with it."""
+        exc = context.get("exception")
+        if exc is None:
+            loop.default_exception_handler(context)
+        elif not self.finished.done():
+            self.finished.set_exception(exc)
+
+    def _finish(self, status: str, reason: str) -> None:
+        if self.outcome is None:
+            if status == "completed" and self.version % self.eval_every:
+                self.on_eval(self.x, self.version, self.loop.time())
+            self.outcome = Outcome(status, reason, self.version, self.loop.time(), self.stats.arrays())
+            self.finished.set_result(self.outcome)
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _dispatch(self, k: int) -> None:
+        """Send the current model to ``k`` selected clients."""
+        now = self.loop.time()
+        for _ in range(k):
+            client = self.selector.pick()
+            index = int(self.task_count[client])
+            self.task_count[client] = index + 1
+            duration = durations.task_duration(self.timing, self.rates[client], self.steps[client],
+                                               self.service(client, index))
+            task = Task(self.next_id, client, index, self.version, self.x, now, duration)
+            self.next_id += 1
+            self.in_flight += 1
+            self.executor.submit(task)
+            queue = self.queues.get(client)
+            if queue is None:
+                self.queues[client] = deque((task,))
+                self.loop.call_soon(self._start, client)
+            else:
+                queue.append(task)
+
+    def _start(self, client: int) -> None:
+        """The client starts its head task: its completion is a timer ``duration`` from now."""
+        if self.outcome is None:
+            task = self.queues[client][0]
+            task.start_time = now = self.loop.time()
+            task.timer_seq = self.loop.call_at(now + task.duration, self._complete, client).seq
+
+    def _complete(self, client: int) -> None:
+        """The client's head task is done: hand it to the server, then serve the queue on."""
+        queue = self.queues[client]
+        task = queue.popleft()
+        self.stats.busy_time[client] += task.duration
+        self._arrive(task)
+        if self.outcome is not None:
+            return
+        if queue:
+            self._start(client)
+        else:
+            del self.queues[client]
+
+    # -- server ----------------------------------------------------------------------------
+
+    def _arrive(self, task: Task) -> None:
+        if self.outcome is not None:
+            return
+        if self.loop.time() > self.budget.time:
+            self._finish("completed", "time budget spent")
+            return
+        self.in_flight -= 1
+        self.results += 1
+        if not self.queues[task.client]:
+            self.selector.release(task.client)
+        self.buffer.append(task)
+        if len(self.buffer) == self.batch:
+            self._apply()
+        if self.outcome is None and self.results >= self.budget.results:
+            self._finish("completed", "round budget spent")
+        if self.outcome is None:
+            if not self.barrier:
+                self._dispatch(1)
+            elif self.in_flight == 0:
+                self._dispatch(self.m)
+
+    def _apply(self) -> None:
+        """Apply the rule to the buffered tasks (``server``): their results are fetched only now,
+        so every task dispatched before this point is computed in the same batch."""
+        tasks, self.buffer = self.buffer, []
+        taus = [self.version - t.base_version for t in tasks]
+        now = self.loop.time()
+        x, update_norm = self.server(self.x, tasks, taus, self.version + 1, now)
+        self.version += 1
+        for t, tau in zip(tasks, taus):
+            self.stats.tasks[t.client] += 1
+            self.stats.staleness_sum[t.client] += tau
+        if not math.isfinite(update_norm):  # any inf or nan in x makes the norm of x - x_prev non-finite
+            self._finish("diverged", f"non-finite parameters at update {self.version}")
+            return
+        self.x = x
+        if self.checkpoint_every and self.version % self.checkpoint_every == 0 or \
+                time.monotonic() - self.last_checkpoint > self.checkpoint_seconds:
+            self.checkpoint_due = True
+        if self.version % self.eval_every == 0:
+            loss = self.on_eval(self.x, self.version, now)
+            if loss is not None and not math.isfinite(loss):
+                self._finish("diverged", f"non-finite test loss at update {self.version}")
+                return
+        if self.version >= self.budget.updates:
+            self._finish("completed", "update budget spent")
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _quiescent(self) -> None:
+        """Called by the clock before it jumps: nothing is half done, so the state is whole."""
+        if (self.checkpoint_due or self.requested()) and self.outcome is None:
+            self.checkpoint_due = False
+            self.on_checkpoint(self.state_dict())
+            self.last_checkpoint = time.monotonic()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: plain data and tensors (see ``afl.run.checkpoint``)."""
+        queued = [task for queue in self.queues.values() for task in queue]
+        waiting = queued + self.buffer
+        return {
+            "now": self.loop.time(),
+            "next_seq": self.loop.next_seq,
+            "version": self.version,
+            "x": self.x,
+            "in_flight": self.in_flight,
+            "results": self.results,
+            "next_id": self.next_id,
+            "task_count": self.task_count.tolist(),
+            "stats": {k: list(v) for k, v in vars(self.stats).items()},
+            "selector": {"rng": self.selector.rng.bit_generator.state, "idle": list(self.selector.idle)},
+            "queued": [vars(task) for task in queued],
+            "buffer": [vars(task) for task in self.buffer],
+            "computed": {t.id: vars(self.executor.done[t.id]) for t in waiting if t.id in self.executor.done},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by ``state_dict``; ``run`` then continues from it."""
+        self.start_time, self.first_seq, self.restored = state["now"], state["next_seq"], True
+        self.version, self.x = state["version"], state["x"]
+        self.in_flight, self.results, self.next_id = state["in_flight"], state["results"], state["next_id"]
+        self.task_count = np.array(state["task_count"], dtype=np.int64)
+        self.stats = ClientStats(**{k: list(v) for k, v in state["stats"].items()})
+        self.selector.rng.bit_generator.state = state["selector"]["rng"]
+        self.selector.idle = list(state["selector"]["idle"])
+        self.buffer = [Task(**fields) for fields in state["buffer"]]
+        queued = [Task(**fields) for fields in state["queued"]]
+        for task in sorted(queued, key=lambda t: t.id):  # dispatch order: FIFO per client
+            self.queues.setdefault(task.client, deque()).append(task)
+        for task in sorted(queued + self.buffer, key=lambda t: t.id):  # the executor's pending order
+            if task.id in state["computed"]:
+                self.executor.restore(task, state["computed"][task.id])
+            else:
+                self.executor.submit(task)

@@ -1,0 +1,92 @@
+"""Plain helpers and constants shared by several test modules (fixtures live in conftest.py).
+
+Not a test module: pytest's default ``prepend`` import mode puts ``tests/`` (no ``__init__.py``) on
+``sys.path``, so test modules import it as ``from helpers import ...``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# Two speed groups: clients 0..n/2-1 at rate 1, the others five times slower.
+TWO_GROUPS = {"kind": "groups", "groups": [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]}
+
+
+def train_tables(out: Path, raw: dict):
+    """``afl train`` of the raw config ``raw`` into ``out``, quietly: ``(cfg, info, updates, evals, clients)``."""
+    from afl.config import load_config  # here: the SLURM and workflow helpers above need no torch
+    from afl.run.train import train
+
+    cfg = load_config(raw)
+    info = train(cfg, out, progress=False)
+    return (cfg, info, *(pd.read_parquet(out / name) for name in ("updates.parquet", "evals.parquet", "clients.parquet")))
+
+# ---------------------------------------------------------------- SLURM (tests/*_slurm*.py)
+
+SLURM_PARTITION = "debug"  # the partition of the local test cluster (cluster/local-slurm.sh)
+
+
+def wait_until(cond, timeout_s: float, what: str, interval_s: float = 0.5):
+    """Poll ``cond()`` until it is truthy and return its value; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------- the workflow (test_pipeline*.py)
+
+# A run of a few seconds: logistic regression on FedProx Synthetic, 4 clients, 2 steps per task.
+TINY = {"data": {"name": "synthetic", "num_clients": 4}, "client": {"steps": 2, "batch_size": 16},
+        "algorithm": {"concurrency": 2}, "run": {"rounds": 6, "eval_every": 2}}
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | None = None):
+    """Snakemake on the repository's Snakefile, with results under ``workdir``."""
+    profile_arg = str(REPO / "cluster" / "profiles" / profile) if profile == "local" else profile
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--profile", profile_arg, *args],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+
+
+def train_jobs(output: str) -> int:
+    """How many train jobs a Snakemake run (or dry run) scheduled."""
+    return len(re.findall(r"^(?:local)?rule train:$", output, flags=re.MULTILINE))
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("afl pipeline: error:")]
+
+
+# ---------------------------------------------------------------- a run's tables (test_resume.py, preemption)
+
+TABLES = ("updates.parquet", "evals.parquet", "clients.parquet")
+# Differs between any two runs, interrupted or not: the wall clock.
+WALL = {"evals.parquet": ["wall_time"]}
+
+
+def assert_same_tables(a: Path, b: Path) -> None:
+    """Two runs' output folders hold the same tables, bit for bit, but for the wall clock."""
+    for name in TABLES:
+        x, y = pd.read_parquet(a / name), pd.read_parquet(b / name)
+        drop = WALL.get(name, [])
+        pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop), check_exact=True)
