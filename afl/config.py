@@ -177,6 +177,11 @@ class RunConfig:
     channels_last: bool = _key("channels-last memory format for convolutional models", True)
     compile: bool = _key("torch.compile local training's forward pass and loss (one graph per number of tasks "
                          "in a step; CUDA graphs on a GPU, a C++ compiler needed on CPU)", False)
+    grad_norm_samples: int = _key("at each evaluation also record ||grad f||^2 of the training loss on this many "
+                                  "fixed random training samples (grad_norm_sq in evals; 0: off)", 0)
+    sampling_draws: int = _key("at each evaluation measure the variance of the mean of m clients' updates from the "
+                               "global model over this many uniform draws, with and without replacement "
+                               "(sampling.parquet; 0: off)", 0)
     checkpoint_every: int | None = _key("save the whole state every this many server updates (off if unset)")
     checkpoint_minutes: float = _key("also save every this many wall-clock minutes", 5.0)
 
@@ -490,6 +495,15 @@ def validate(cfg: Config) -> Config:
     _at_least("run.eval_batch", run.eval_batch, 1, 2048)
     _at_least("run.task_batch", run.task_batch, 1, 64)
     _at_least("run.checkpoint_every", run.checkpoint_every, 1, 100)
+    _at_least("run.grad_norm_samples", run.grad_norm_samples, 0, 1000)
+    _at_least("run.sampling_draws", run.sampling_draws, 0, 1000)
+    if run.sampling_draws == 1:
+        _fail("run.sampling_draws", "one draw gives no variance", "set it to 0 (off) or at least 2, e.g. 1000")
+    for key, value in (("run.grad_norm_samples", run.grad_norm_samples), ("run.sampling_draws", run.sampling_draws)):
+        if value and run.workload == "none":
+            _fail(key, "measures the model, and run.workload: none trains none", f"set {key}: 0 or run.workload: train")
+    if run.sampling_draws and d.num_clients < 2:
+        _fail("run.sampling_draws", "sampling needs at least 2 clients", "raise data.num_clients or set it to 0")
     _positive("run.checkpoint_minutes", run.checkpoint_minutes, 5.0)
     return cfg
 

@@ -26,6 +26,7 @@ class Stream(enum.IntEnum):
     SELECT = 5
     DURATION = 6
     TRAIN = 7
+    PROBE = 8  # measurements at evaluation points (afl.run.probes): never the run's own draws
 
 
 def numpy_stream(seed: int, purpose: Stream, *ids: int) -> np.random.Generator:

@@ -98,18 +98,25 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
             "variants": [{"algorithm.name": "afl", "seed": 0}, {"algorithm.name": "afl", "seed": 1},
                          {"algorithm.name": "sfl", "seed": 0},
                          {"algorithm.name": "afl", "client.lr": 1.0e30, "seed": 0}],  # diverges at once
+        }, "sampling": {
+            "config": str(base),
+            "set": {"run.sampling_draws": 200, "run.grad_norm_samples": 100},
+            "grid": {"algorithm.selection": ["with_replacement", "without_replacement"],
+                     "algorithm.concurrency": [2, 3]},
         }},
         "figures": {
             "curves": {"kind": "curves", "experiment": "tiny", "y": ["server_loss", "test_acc"],
                        "x": ["round", "time"]},
             "participation": {"kind": "participation", "experiment": "tiny", "select": {"algorithm.name": "afl"}},
             "staleness": {"kind": "staleness", "experiment": "tiny"},
+            "sampling": {"kind": "sampling", "experiment": "sampling"},
+            "gradient": {"kind": "curves", "experiment": "sampling", "y": ["grad_norm_sq"], "x": ["round"]},
         },
     }
     wf = write_yaml(tmp_path / "wf.yaml", config)
     result = snakemake(tmp_path, "--configfile", str(wf), "--cores", "2")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert train_jobs(result.stdout + result.stderr) == 4
+    assert train_jobs(result.stdout + result.stderr) == 8
 
     tables = {k: pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / f"{k}.parquet")
               for k in ("runs", "evals", "updates", "clients")}
@@ -131,7 +138,14 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert (sfl["staleness"] == 0).all()
 
     figures = tmp_path / "results" / "figures"
-    for name in ("curves", "participation", "staleness"):
+    # The sampling probe: both modes at every evaluation of every cell, with its round.
+    sampling = pd.read_parquet(tmp_path / "results" / "sampling" / "tables" / "sampling.parquet")
+    evals = pd.read_parquet(tmp_path / "results" / "sampling" / "tables" / "evals.parquet")
+    assert (sampling.groupby("cell").size() == 2 * evals.groupby("cell").size()).all()
+    assert set(sampling["m"]) == {2, 3} and (sampling["draws"] == 200).all() and sampling["round"].notna().all()
+    assert (evals["grad_norm_sq"] > 0).all()
+    assert len(pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "sampling.parquet")) == 0  # probe off
+    for name in ("curves", "participation", "staleness", "sampling", "gradient"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
     # Every job writes its log (a cell's is its launch.log), not the terminal.
@@ -146,7 +160,7 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     made = snakemake(tmp_path, "--configfile", str(wf), "--report", str(report))
     assert made.returncode == 0, made.stdout + made.stderr
     html = report.read_text()
-    for name in ("curves.png", "participation.png", "staleness.png"):
+    for name in ("curves.png", "participation.png", "staleness.png", "sampling.png", "gradient.png"):
         assert name in html
 
     # Nothing to do on a rerun; a changed base config gives every cell a new name and reruns them.
@@ -154,7 +168,7 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert again.returncode == 0 and train_jobs(again.stdout) == 0, again.stdout
     write_yaml(base, {**TINY, "run": {**TINY["run"], "rounds": 5}})
     changed = snakemake(tmp_path, "--configfile", str(wf), "--dry-run")
-    assert changed.returncode == 0 and train_jobs(changed.stdout) == 4, changed.stdout
+    assert changed.returncode == 0 and train_jobs(changed.stdout) == 8, changed.stdout
 
 
 # ------------------------------------------------------------------ environments

@@ -47,7 +47,9 @@ def filled() -> recorder.Recorder:
                [arrival(3, 4.0), arrival(1, 3.0)], [0, 0], np.array([0.25, 0.75]), 1.5)
     rec.update(2, 4.0, [task(0, 0, 1.0, 1.0, 3.0)], [arrival(0, 1.0)], [1], [np.float64(0.5)], 0.125)
     rec.eval(0, 0.0, 0.01, 2.3, 0.1, float("nan"))
-    rec.eval(2, 4.0, 0.02, 1.2, 0.6, rec.server_loss(2))
+    rec.eval(2, 4.0, 0.02, 1.2, 0.6, rec.server_loss(2), 0.75)
+    rec.sample([{"version": 2, "time": 4.0, "mode": "with_replacement", "m": 2, "n": 4, "draws": 100,
+                 "sigma2": 3.0, "variance": 1.4, "stderr": 0.1, "theory": 1.5}])
     return rec
 
 
@@ -69,9 +71,19 @@ def test_eval_rows_become_the_documented_evals_frame():
     assert list(e.columns) == documented_columns("evals.parquet") == list(recorder.EVAL_COLUMNS)
     expected = pd.DataFrame({"version": [0, 2], "time": [0.0, 4.0], "wall_time": [0.01, 0.02],
                              "test_loss": [2.3, 1.2], "test_acc": [0.1, 0.6],
-                             "server_loss": [float("nan"), 2.0]})  # mean(3.0, 1.0): the last 2 results
+                             "server_loss": [float("nan"), 2.0],  # mean(3.0, 1.0): the last 2 results
+                             "grad_norm_sq": [float("nan"), 0.75]})  # NaN: not measured
     pd.testing.assert_frame_equal(e, expected, check_exact=True)
 
+
+
+def test_sampling_rows_become_the_documented_sampling_frame():
+    f = filled().sampling_frame()
+    assert list(f.columns) == documented_columns("sampling.parquet") == list(recorder.SAMPLING_COLUMNS)
+    assert f.to_dict("records") == [{"version": 2, "time": 4.0, "mode": "with_replacement", "m": 2, "n": 4,
+                                     "draws": 100, "sigma2": 3.0, "variance": 1.4, "stderr": 0.1, "theory": 1.5}]
+    empty = recorder.Recorder().sampling_frame()
+    assert len(empty) == 0 and str(empty["variance"].dtype) == "float64" and str(empty["m"].dtype) == "int64"
 
 def test_empty_frames_have_the_columns_and_types():
     rec = recorder.Recorder()

@@ -187,3 +187,20 @@ def evaluate(model: nn.Module, vector: torch.Tensor, x: torch.Tensor, y: torch.T
         loss += F.nll_loss(out, yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
     return loss.item() / len(y), correct.item() / len(y)
+
+
+def gradient_norm_sq(model: nn.Module, vector: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int) -> float:
+    """``||grad f||^2`` at the flat model ``vector``, ``f`` the mean NLL over all of ``(x, y)``: the
+    quantity the first seed's Theorem 1 bounds. BatchNorm uses its running statistics (eval
+    mode), so ``f`` is a function of the model alone; gradients accumulate over batches of
+    ``batch_size``; the norm is summed in float64."""
+    params.load(model, vector)
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            (F.nll_loss(model(xb), yb, reduction="sum") / len(y)).backward()
+    grad = params.flat_grad(model)
+    model.zero_grad(set_to_none=True)
+    return float(grad.double().square().sum())

@@ -51,20 +51,21 @@ class TrainingWorkload:
                          steps=c.steps, lr_rule=c.lr_rule, lr_alpha=c.lr_alpha, delay=task.duration,
                          patience=c.patience, augment=self.augment)
 
-    def __call__(self, tasks: list[Task]) -> list[TaskResult]:
+    def __call__(self, tasks: list[Task], purpose: Stream = Stream.TRAIN) -> list[TaskResult]:
+        """The tasks' results, their random draws from ``(seed, purpose, client, task index)``."""
         order = sorted(range(len(tasks)), key=lambda i: -int(self.steps[tasks[i].client]))
         out: list[TaskResult] = [None] * len(tasks)  # type: ignore[list-item]
         size = self.task_batch
         for start in range(0, len(order), size):
             chunk = [tasks[i] for i in order[start:start + size]]
-            for i, result in zip(order[start:start + size], self._compute(chunk)):
+            for i, result in zip(order[start:start + size], self._compute(chunk, purpose)):
                 out[i] = result
         return out
 
-    def _compute(self, tasks: list[Task]) -> list[TaskResult]:
+    def _compute(self, tasks: list[Task], purpose: Stream) -> list[TaskResult]:
         bases = [t.base for t in tasks]
         shards = [self.shards.host(t.client) for t in tasks]
-        gens = [torch_stream(self.seed, Stream.TRAIN, t.client, t.index) for t in tasks]
+        gens = [torch_stream(self.seed, purpose, t.client, t.index) for t in tasks]
         if self.gradient:
             return self.trainer.gradients(bases, shards, self.client.batch_size, gens, self.augment)
         return self.trainer.train(bases, shards, [self.plan(t) for t in tasks], gens)

@@ -2,6 +2,8 @@
 
 ``updates.parquet``: one row per result applied in a server update. ``evals.parquet``:
 one row per evaluation of the global model. ``clients.parquet``: one row per client.
+``sampling.parquet``: one row per evaluation and selection mode of the sampling probe
+(``afl.run.probes``; no rows when it is off).
 ``run.json``: the resolved config, its hash, seed, versions, commit, wall time, status.
 Every file is written to a temporary name, fsynced and renamed into place, so a reader
 never sees a partial file.
@@ -14,7 +16,8 @@ import pandas as pd
 
 UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
                   "dispatch_time", "start_time", "duration", "update_norm")
-EVAL_COLUMNS = ("version", "time", "wall_time", "test_loss", "test_acc", "server_loss")
+EVAL_COLUMNS = ("version", "time", "wall_time", "test_loss", "test_acc", "server_loss", "grad_norm_sq")
+SAMPLING_COLUMNS = ("version", "time", "mode", "m", "n", "draws", "sigma2", "variance", "stderr", "theory")
 
 
 class Recorder:
@@ -23,6 +26,7 @@ class Recorder:
     def __init__(self):
         self.updates = {c: [] for c in UPDATE_COLUMNS}
         self.evals = {c: [] for c in EVAL_COLUMNS}
+        self.sampling = {c: [] for c in SAMPLING_COLUMNS}
 
     def update(self, version, time, tasks, arrivals, taus, weights, update_norm) -> None:
         u = self.updates
@@ -39,9 +43,15 @@ class Recorder:
             u["duration"].append(t.duration)
             u["update_norm"].append(update_norm)
 
-    def eval(self, version, time, wall_time, test_loss, test_acc, server_loss) -> None:
-        for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss)):
+    def eval(self, version, time, wall_time, test_loss, test_acc, server_loss, grad_norm_sq=float("nan")) -> None:
+        for c, v in zip(EVAL_COLUMNS, (version, time, wall_time, test_loss, test_acc, server_loss, grad_norm_sq)):
             self.evals[c].append(v)
+
+    def sample(self, rows: list[dict]) -> None:
+        """Rows of the sampling probe (``afl.run.probes``)."""
+        for row in rows:
+            for c in SAMPLING_COLUMNS:
+                self.sampling[c].append(row[c])
 
     def server_loss(self, m: int) -> float:
         """The first seed's "server loss": mean local training loss of the last ``m`` applied results."""
@@ -49,18 +59,24 @@ class Recorder:
         return float(np.mean(recent)) if recent else float("nan")
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates, "evals": self.evals}
+        return {"updates": self.updates, "evals": self.evals, "sampling": self.sampling}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = {c: list(state["updates"][c]) for c in UPDATE_COLUMNS}
         self.evals = {c: list(state["evals"][c]) for c in EVAL_COLUMNS}
+        self.sampling = {c: list(state["sampling"][c]) for c in SAMPLING_COLUMNS}
 
     def updates_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.updates, columns=list(UPDATE_COLUMNS)).astype(
             {"version": "int64", "client": "int64", "base_version": "int64", "staleness": "int64"})
 
     def evals_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.evals, columns=list(EVAL_COLUMNS)).astype({"version": "int64"})
+        return pd.DataFrame(self.evals, columns=list(EVAL_COLUMNS)).astype({"version": "int64", "grad_norm_sq": "float64"})
+
+    def sampling_frame(self) -> pd.DataFrame:
+        types = {"version": "int64", "time": "float64", "mode": "str", "m": "int64", "n": "int64", "draws": "int64",
+                 "sigma2": "float64", "variance": "float64", "stderr": "float64", "theory": "float64"}
+        return pd.DataFrame(self.sampling, columns=list(SAMPLING_COLUMNS)).astype(types)
 
 
 def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray,

@@ -23,6 +23,7 @@ from afl.queueing.model import trainer_prediction
 from afl import atomic
 from afl.run import checkpoint, recorder
 from afl.run.build import build
+from afl.run.probes import Probes
 
 
 # Seconds between two redraws of the progress bar during local training.
@@ -90,7 +91,7 @@ def _cpu_model() -> str:
 
 def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
           request: checkpoint.Request | None = None) -> dict:
-    """Run one simulation; write updates/evals/clients Parquet tables and run.json into ``out``.
+    """Run one simulation; write updates/evals/clients/sampling Parquet tables and run.json into ``out``.
 
     Resumes from the checkpoint in ``out`` unless ``restart``; a finished run of the same
     config is not run again. Nothing is written before the data and model are ready; a run
@@ -123,7 +124,8 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
             return None
         loss, acc = evaluate(run.model, x, run.federation.test_x, run.federation.test_y, cfg.run.eval_batch)
         rec.eval(version, now, time.perf_counter() - wall0, loss, acc,
-                 rec.server_loss(cfg.algorithm.concurrency))
+                 rec.server_loss(cfg.algorithm.concurrency), probes.grad_norm_sq(x))
+        rec.sample(probes.sampling(x, version, now))
         postfix.update(vtime=f"{now:.4g}", acc=f"{acc:.4f}")
         bar.set_postfix(postfix, refresh=False)
         return loss
@@ -147,6 +149,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
 
     run = build(cfg, on_update=on_update, on_eval=on_eval, on_checkpoint=on_checkpoint,
                 requested=request.asked.is_set if request is not None else lambda: False)
+    probes = Probes(run)
     if progress and run.model is not None:
         run.workload.trainer.progress = on_local_step
     make_output_dir(out)
@@ -170,6 +173,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     updates, evals = rec.updates_frame(), rec.evals_frame()
     atomic.write_parquet(updates, out / "updates.parquet")
     atomic.write_parquet(evals, out / "evals.parquet")
+    atomic.write_parquet(rec.sampling_frame(), out / "sampling.parquet")
     # The closed Jackson network's prediction beside the simulated staleness (README "Queueing theory").
     prediction = trainer_prediction(cfg, fed.rates, fed.routing, run.steps)
     atomic.write_parquet(recorder.clients_frame(

@@ -1,4 +1,4 @@
-# One tidy table per experiment and table kind (runs, evals, updates, clients): every cell's rows,
+# One tidy table per experiment and table kind (runs, evals, updates, clients, sampling): every cell's rows,
 # with the cell's name, status and grid coordinates as columns (workflow/scripts/aggregate.py).
 
 
@@ -13,6 +13,7 @@ rule aggregate:
         evals=table("{experiment}", "evals"),
         updates=table("{experiment}", "updates"),
         clients=table("{experiment}", "clients"),
+        sampling=table("{experiment}", "sampling"),
     log:
         f"{RESULTS}/logs/aggregate/{{experiment}}.log",
     wildcard_constraints:

@@ -57,7 +57,7 @@ RESULTS = config["results"]
 EXECUTOR = config["executor"]
 # The jobs' Python: the conda environment's, else the one running Snakemake (afl is installed in both).
 PYTHON = "python" if CONDA else shlex.quote(sys.executable)
-TABLES = ("runs", "evals", "updates", "clients")
+TABLES = ("runs", "evals", "updates", "clients", "sampling")
 CELL = {(c.experiment, c.name): c for cells in CELLS.values() for c in cells}
 
 

@@ -10,7 +10,9 @@ columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordin
 - ``evals``: plus ``round`` = results applied by that version / m;
 - ``updates``: plus ``result`` (0-based order of application) and ``round`` = result // m + 1,
   a round being m results (m = algorithm.concurrency), as for the run's budget;
-- ``clients``: as written by the run.
+- ``clients``: as written by the run;
+- ``sampling``: the sampling probe's rows plus ``round`` as for evals (README "Results layout";
+  none where the probe was off).
 """
 
 import json
@@ -39,18 +41,24 @@ def with_cell(frame: pd.DataFrame, cell: str, status: str, columns: dict) -> pd.
     return pd.concat([front, frame], axis=1)
 
 
-def rounds(updates: pd.DataFrame, evals: pd.DataFrame, m: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rounds(updates: pd.DataFrame, m: int) -> pd.DataFrame:
+    """``updates`` with ``result`` (0-based order of application) and ``round`` = result // m + 1."""
     updates = updates.reset_index(drop=True)
     updates.insert(0, "result", np.arange(len(updates)))
     updates.insert(1, "round", updates["result"] // m + 1)
-    applied = np.searchsorted(np.sort(updates["version"].to_numpy()), evals["version"].to_numpy(), side="right")
-    evals = evals.copy()
-    evals.insert(1, "round", applied / m)
-    return updates, evals
+    return updates
+
+
+def with_round(frame: pd.DataFrame, updates: pd.DataFrame, m: int) -> pd.DataFrame:
+    """``frame`` (rows at server versions) with ``round`` = results applied by its version / m."""
+    applied = np.searchsorted(np.sort(updates["version"].to_numpy()), frame["version"].to_numpy(), side="right")
+    frame = frame.copy()
+    frame.insert(1, "round", applied / m)
+    return frame
 
 
 def main(cells: dict, markers: list[str], out: dict) -> None:
-    frames = {"runs": [], "evals": [], "updates": [], "clients": []}
+    frames = {"runs": [], "evals": [], "updates": [], "clients": [], "sampling": []}
     names = [Path(marker).parent.name for marker in markers]
     keys = list(dict.fromkeys(k for columns in cells.values() for k in columns))
     values = {k: dict(zip(names, column_values([cells[name].get(k) for name in names]))) for k in keys}
@@ -61,11 +69,14 @@ def main(cells: dict, markers: list[str], out: dict) -> None:
         status = run["status"]
         summary = pd.DataFrame([{k: run.get(k) for k in RUN_FIELDS if k != "status"}])
         frames["runs"].append(with_cell(summary, name, status, columns))
-        updates, evals = rounds(pd.read_parquet(folder / "updates.parquet"),
-                                pd.read_parquet(folder / "evals.parquet"), int(columns["algorithm.concurrency"]))
+        m = int(columns["algorithm.concurrency"])
+        updates = rounds(pd.read_parquet(folder / "updates.parquet"), m)
+        evals = with_round(pd.read_parquet(folder / "evals.parquet"), updates, m)
+        sampling = with_round(pd.read_parquet(folder / "sampling.parquet"), updates, m)
         frames["updates"].append(with_cell(updates, name, status, columns))
         frames["evals"].append(with_cell(evals, name, status, columns))
         frames["clients"].append(with_cell(pd.read_parquet(folder / "clients.parquet"), name, status, columns))
+        frames["sampling"].append(with_cell(sampling, name, status, columns))
     for kind, parts in frames.items():
         write_parquet(pd.concat(parts, ignore_index=True), Path(out[kind]))
 
@@ -73,4 +84,4 @@ def main(cells: dict, markers: list[str], out: dict) -> None:
 if __name__ == "__main__":
     log_to(snakemake.log[0])  # noqa: F821
     main(snakemake.params.cells, list(snakemake.input),  # noqa: F821
-         {kind: getattr(snakemake.output, kind) for kind in ("runs", "evals", "updates", "clients")})  # noqa: F821
+         {kind: getattr(snakemake.output, kind) for kind in ("runs", "evals", "updates", "clients", "sampling")})  # noqa: F821
