@@ -71,6 +71,8 @@ def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
      "with_replacement"),
     ({"figures": {"f": {"kind": "curves", "experiment": "e", "select": {"seed": 3}}}},
      "figures.f.select: no cell of experiment e has seed=3; fix: select values that the experiment's grid contains"),
+    ({"figures": {"f": {"kind": "ablation", "experiment": "e", "bars": ["seed"]}}},
+     "figures.f: 'panel' is a required property; fix: see workflow/schemas/config.schema.yaml"),
 ])
 def test_bad_workflow_config_stops_before_any_job(tmp_path: Path, change: dict, message: str) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
@@ -111,6 +113,8 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
             "staleness": {"kind": "staleness", "experiment": "tiny"},
             "sampling": {"kind": "sampling", "experiment": "sampling"},
             "gradient": {"kind": "curves", "experiment": "sampling", "y": ["grad_norm_sq"], "x": ["round"]},
+            "ablation": {"kind": "ablation", "experiment": "sampling", "panel": "algorithm.selection",
+                         "bars": ["algorithm.concurrency"]},
         },
     }
     wf = write_yaml(tmp_path / "wf.yaml", config)
@@ -145,7 +149,7 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert set(sampling["m"]) == {2, 3} and (sampling["draws"] == 200).all() and sampling["round"].notna().all()
     assert (evals["grad_norm_sq"] > 0).all()
     assert len(pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "sampling.parquet")) == 0  # probe off
-    for name in ("curves", "participation", "staleness", "sampling", "gradient"):
+    for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
     # Every job writes its log (a cell's is its launch.log), not the terminal.

@@ -11,6 +11,8 @@ Kinds (``figures.<name>.kind`` in the workflow config):
   per round) and 4 (asynchronous vs synchronous over rounds and over virtual wall-clock time).
 - ``participation``: tasks applied per client.
 - ``staleness``: histogram of the staleness of applied results, one panel per algorithm (group).
+- ``ablation``: bars of final test accuracy, one per combination of the ``bars`` keys, one panel per
+  value of the ``panel`` key (mean of each run's last quarter of evaluations; mean over seeds).
 - ``sampling``: the first seed's sampling analysis, from cells with ``run.sampling_draws``: server
   loss over rounds per group (selection mode and m); the variance of the mean of m clients'
   updates over rounds, measured at each evaluation; and that variance over sigma^2 against m,
@@ -170,7 +172,12 @@ def participation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order,
     if present:
         sns.barplot(data=data, x="client", y="tasks", hue="group", hue_order=present, palette=palette,
                     errorbar=CI, ax=ax, legend=False)
-    ax.set_xlabel("client")
+    rates = data.groupby("client")["rate"].mean() if len(data) else pd.Series(dtype=float)
+    if rates.nunique() > 1:  # say which clients are slow: the bars are read against it
+        ax.set_xticks(range(len(rates)), [f"{c}\n{r:.3g}" for c, r in rates.items()])
+        ax.set_xlabel("client (its rate: tasks per unit time)")
+    else:
+        ax.set_xlabel("client")
     ax.set_ylabel("tasks applied per run (count)")
     ax.set_title("client participation")
     legend(fig, order, palette, runs, label_of, spec["legend_title"], marker="bar")
@@ -180,9 +187,14 @@ def participation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order,
 def staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     cols = min(len(order), 4)
     rows = math.ceil(len(order) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), squeeze=False, sharex=True,
+                             sharey=True)  # one x range: the panels' staleness is compared
     finished = set(runs.loc[runs["status"] == "completed", "cell"])
     updates = tables["updates"][tables["updates"]["cell"].isin(runs["cell"])]
+    # One x range for every panel, up to the 99.5th percentile of all their staleness (a rare long
+    # tail would squeeze every histogram into its first bars); what lies beyond is said per panel.
+    pooled = updates.loc[updates["cell"].isin(finished), "staleness"]
+    top = max(1, int(np.ceil(pooled.quantile(0.995)))) if len(pooled) else 1
     for ax, lab in zip(axes.flat, order):
         mine = [c for c in runs["cell"] if label_of[c] == lab]
         data = updates[updates["cell"].isin([c for c in mine if c in finished])]
@@ -190,11 +202,16 @@ def staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pal
         if len(data):
             sns.histplot(data=data, x="staleness", discrete=True, stat="probability", color=palette[lab], ax=ax)
             ax.axvline(data["staleness"].mean(), color="0.2", ls="--", lw=1)
-            ax.set_title(f"{lab}\nmean staleness {data['staleness'].mean():.2f} ({seeds} seed{'s' * (seeds != 1)})")
+            beyond = (data["staleness"] > top).mean()
+            tail = f", {100 * beyond:.1f}% > {top}" if beyond > 0 else ""
+            ax.set_title(f"{lab}\nmean staleness {data['staleness'].mean():.2f} ({seeds} seed{'s' * (seeds != 1)}{tail})")
         else:
             ax.set_title(f"{lab}\nevery run diverged")
         if any(c not in finished for c in mine):
             ax.plot(0.97, 0.96, marker="X", color=palette[lab], markersize=9, transform=ax.transAxes, clip_on=False)
+        ax.set_xlim(-0.5, top + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelbottom=True)
         ax.set_xlabel("staleness tau (server updates)")
         ax.set_ylabel("share of applied results")
     for ax in list(axes.flat)[len(order):]:
@@ -254,7 +271,40 @@ def sampling(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pale
     return fig
 
 
-KINDS = {"curves": curves, "participation": participation, "staleness": staleness, "sampling": sampling}
+def ablation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """One panel per value of ``spec["panel"]`` (a setting); in each, one bar per combination of the
+    ``spec["bars"]`` keys (the switched contributions): test accuracy at the end of the run (mean of
+    its last quarter of evaluations), mean over seeds with a 95% interval, each seed a dot."""
+    panel_key, bar_keys = spec["panel"], spec["bars"]
+    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
+    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
+    last = evals[evals["round"] >= 0.75 * evals.groupby("cell")["round"].transform("max")]
+    final = (last.groupby("cell")["test_acc"].mean() * 100).rename("value").to_frame().join(finished)
+    final["bar"] = final[bar_keys].astype(str).apply(lambda row: ", ".join(row), axis=1)
+    bars = sorted(final["bar"].unique())
+    colours = dict(zip(bars, sns.color_palette("colorblind", len(bars))))
+    panels = sorted(final[panel_key].astype(str).unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(PANEL[0] * len(panels), PANEL[1] * 1.2), squeeze=False,
+                             sharey=True)
+    for ax, value in zip(axes.flat, panels):
+        data = final[final[panel_key].astype(str) == value]
+        sns.barplot(data=data, x="bar", y="value", hue="bar", order=bars, hue_order=bars, palette=colours,
+                    errorbar=CI, ax=ax, legend=False)
+        sns.stripplot(data=data, x="bar", y="value", order=bars, color="0.2", size=3, ax=ax)
+        ax.set_title(f"{panel_key} = {value}")
+        ax.set_xlabel("")
+        ax.set_xticks([])
+        ax.set_ylabel("final test accuracy (%)")
+    low = final["value"].min() if len(final) else 0.0
+    axes[0, 0].set_ylim(max(0.0, low - 10), None)
+    handles = [Line2D([], [], color=colours[b], marker="s", ls="none", markersize=8) for b in bars]
+    fig.legend(handles, bars, title=", ".join(bar_keys), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+    return fig
+
+
+KINDS = {"curves": curves, "participation": participation, "staleness": staleness, "sampling": sampling,
+         "ablation": ablation}
 
 
 def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None:
