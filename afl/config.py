@@ -37,6 +37,7 @@ SELECTIONS = ("without_replacement", "with_replacement", "routing")
 WEIGHTINGS = ("data_size", "uniform")
 DISTRIBUTIONS = ("exponential", "uniform", "constant", "lognormal")
 RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace")
+MODULATIONS = ("none", "markov", "trace")
 WORK_UNITS = ("task", "step")
 WORKLOADS = ("train", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -145,6 +146,17 @@ class RatesConfig:
 
 
 @dataclass(frozen=True)
+class ModulationConfig:
+    kind: str = _key("how client speeds change over virtual time: none, markov (two states per client) or "
+                     "trace (a CSV)", "none", MODULATIONS)
+    slow_factor: float = _key("markov: the slow state's speed as a share of the client's rate", 0.2)
+    to_slow: float = _key("markov: rate of switching from fast to slow (per unit of virtual time)", 0.1)
+    to_fast: float = _key("markov: rate of switching from slow back to fast", 0.1)
+    path: str | None = _key("trace: CSV with columns client,time,rate (each client's speed from that time on; "
+                            "a row at time 0 per client)")
+
+
+@dataclass(frozen=True)
 class TimingConfig:
     distribution: str = _key("compute time draw for a client of rate 1", "exponential",
                              DISTRIBUTIONS)
@@ -157,6 +169,7 @@ class TimingConfig:
     upload: float = _key("fixed upload time of a task", 0.0)
     rates: RatesConfig = _key("client rates mu_i: compute time = draw / mu_i",
                               factory=RatesConfig)
+    modulation: ModulationConfig = _key("client speeds that change over time", factory=ModulationConfig)
 
 
 @dataclass(frozen=True)
@@ -484,6 +497,22 @@ def validate(cfg: Config) -> Config:
     _at_least("timing.download", t.download, 0.0, 0.0)
     _at_least("timing.upload", t.upload, 0.0, 0.0)
     _check_rates(t.rates)
+    mod = t.modulation
+    if mod.kind == "markov":
+        if not 0 < mod.slow_factor <= 1:
+            _fail("timing.modulation.slow_factor", f"must be in (0, 1], got {mod.slow_factor}", "set it to e.g. 0.2")
+        _positive("timing.modulation.to_slow", mod.to_slow, 0.1)
+        _positive("timing.modulation.to_fast", mod.to_fast, 0.1)
+    if mod.kind == "trace":
+        if not mod.path:
+            _fail("timing.modulation.path", "kind: trace needs a CSV file",
+                  "set timing.modulation.path to a CSV with columns client,time,rate")
+        if t.rates.kind != "constant" or t.rates.value != 1.0:
+            _fail("timing.modulation.path", "the trace gives each client's speed over time, timing.rates would be "
+                  "ignored", "remove timing.rates (or set kind: constant, value: 1)")
+    elif mod.path is not None:
+        _fail("timing.modulation.path", f"only kind: trace reads a file, not {mod.kind}",
+              "set timing.modulation.kind: trace or remove the path")
     if run.workload == "none" and t.per == "step" and c.steps is None and not rule.gradient:
         _fail("timing.per", "step timing of local epochs counts each client's batches, and run.workload: none "
               "builds no shards to count", "set client.steps (local steps per task) or timing.per: task")

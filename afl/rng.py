@@ -27,6 +27,7 @@ class Stream(enum.IntEnum):
     DURATION = 6
     TRAIN = 7
     PROBE = 8  # measurements at evaluation points (afl.run.probes): never the run's own draws
+    SPEED = 9  # time-varying client speeds (afl.sim.timing.MarkovSpeeds)
 
 
 def numpy_stream(seed: int, purpose: Stream, *ids: int) -> np.random.Generator:

@@ -20,7 +20,7 @@ from afl import rules
 from afl.config import routing_vector
 from afl.learning.local import task_steps
 from afl.queueing.network import Prediction, predict
-from afl.sim.timing import client_rates
+from afl.sim.timing import client_rates, speeds
 
 
 def jackson_reasons(cfg, steps_known: bool = False) -> list[str]:
@@ -41,6 +41,9 @@ def jackson_reasons(cfg, steps_known: bool = False) -> list[str]:
         reasons.append("algorithm.selection is without_replacement (the model routes with p and queues FIFO)")
     if t.distribution != "exponential":
         reasons.append(f"timing.distribution is {t.distribution}, not exponential")
+    if t.modulation.kind != "none":
+        reasons.append(f"timing.modulation is {t.modulation.kind}: client speeds vary over time (the model: constant "
+                       "rates; it is given each client's time-averaged rate)")
     if t.download > 0 or t.upload > 0:
         reasons.append("timing.download/upload add fixed times to the exponential service")
     if t.per == "step" and not steps_known and not rule.gradient and cfg.client.steps is None:
@@ -65,10 +68,14 @@ def service_rates(cfg, rates: np.ndarray, steps: np.ndarray | None = None) -> np
 
 
 def network(cfg) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(mu, p, m)`` of a config: the trainer's rates (``afl.sim.timing.client_rates``) and routing."""
+    """``(mu, p, m)`` of a config: the trainer's rates (``afl.sim.timing.client_rates``) and routing.
+    Speeds that vary over time (``timing.modulation``) enter as each client's long-run mean speed."""
     n = cfg.data.num_clients
     routing = routing_vector(cfg.algorithm.routing if cfg.algorithm.selection == "routing" else None, n)
-    return service_rates(cfg, client_rates(cfg.timing.rates, n, cfg.seed)), routing, cfg.algorithm.concurrency
+    rates = client_rates(cfg.timing.rates, n, cfg.seed)
+    if cfg.timing.modulation.kind != "none":
+        rates = speeds(cfg.timing, rates, cfg.seed).mean_rates()
+    return service_rates(cfg, rates), routing, cfg.algorithm.concurrency
 
 
 def trainer_prediction(cfg, rates: np.ndarray, routing: np.ndarray, steps: np.ndarray) -> Prediction | None:

@@ -28,6 +28,7 @@ from afl.rules import Arrival
 from afl.run import federation
 from afl.run.federation import Federation
 from afl.sim.executor import LazyExecutor
+from afl.sim import timing
 from afl.sim.simulator import Budget, Simulation
 
 
@@ -117,5 +118,6 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
         server, executor, x0, m=a.concurrency, batch=rule.batch(a), barrier=rule.barrier, selection=a.selection,
         routing=fed.routing, rates=fed.rates, steps=steps, timing=cfg.timing, seed=cfg.seed, budget=budget(cfg),
         eval_every=run.eval_every, on_eval=on_eval, on_checkpoint=on_checkpoint,
-        checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested)
+        checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested,
+        speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed))
     return Run(cfg, device, fed, model, workload, rule, steps, total, simulation)

@@ -86,7 +86,8 @@ class Simulation:
                  selection: str, routing: np.ndarray, rates: np.ndarray, steps: np.ndarray, timing: Any,
                  seed: int, budget: Budget, eval_every: int, on_eval: Callable,
                  on_checkpoint: Callable | None = None, checkpoint_every: int | None = None,
-                 checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False):
+                 checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False,
+                 speeds: Any = None):
         self.server, self.executor = server, executor
         self.batch, self.barrier, self.timing = batch, barrier, timing
         self.rates, self.steps = rates.tolist(), np.asarray(steps).tolist()
@@ -96,6 +97,8 @@ class Simulation:
         self.x, self.version = x0, 0
         self.selector = Selector(selection, n, routing, numpy_stream(seed, Stream.SELECT))
         self.service = durations.ServiceDraws(timing, seed)
+        # How fast each client computes over time (afl.sim.timing): constant mu_i unless given.
+        self.speeds = speeds if speeds is not None else durations.ConstantSpeeds(rates)
         self.queues: dict[int, deque[Task]] = {}  # busy clients only: head in service, then FIFO
         self.task_count = np.zeros(n, dtype=np.int64)
         self.stats = ClientStats([0] * n, [0.0] * n, [0.0] * n)
@@ -157,18 +160,33 @@ class Simulation:
             client = self.selector.pick()
             index = int(self.task_count[client])
             self.task_count[client] = index + 1
-            duration = durations.task_duration(self.timing, self.rates[client], self.steps[client],
-                                               self.service(client, index))
+            queue = self.queues.get(client)
+            if self.speeds.varying:  # the task's duration depends on when it will start
+                duration = durations.varying_task_duration(self.timing, self.speeds, client,
+                                                           now if queue is None else self._free_at(queue, now),
+                                                           self.steps[client], self.service(client, index))
+            else:
+                duration = durations.task_duration(self.timing, self.rates[client], self.steps[client],
+                                                   self.service(client, index))
             task = Task(self.next_id, client, index, self.version, self.x, now, duration)
             self.next_id += 1
             self.in_flight += 1
             self.executor.submit(task)
-            queue = self.queues.get(client)
             if queue is None:
                 self.queues[client] = deque((task,))
                 self.loop.call_soon(self._start, client)
             else:
                 queue.append(task)
+
+    @staticmethod
+    def _free_at(queue: deque, now: float) -> float:
+        """When a client will have finished its queue: its head's start plus each queued duration,
+        added in the order its timers will fire. A head not started yet starts now (dispatched to
+        an idle client, or next in line behind the task that just completed)."""
+        t = now if not queue or math.isnan(queue[0].start_time) else queue[0].start_time
+        for task in queue:
+            t = t + task.duration
+        return t
 
     def _start(self, client: int) -> None:
         """The client starts its head task: its completion is a timer ``duration`` from now."""

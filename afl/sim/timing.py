@@ -9,8 +9,16 @@ number of local steps, so compute time scales with the work done.
 
 ``timing`` and ``rates`` below are the config's ``timing`` and ``timing.rates`` sections (any
 object with those attributes): this module knows no whole config.
+
+Speeds may change over virtual time (``timing.modulation``, the third seed's workers whose
+"computation frequency varies over time"): a client of speed ``r(t)`` finishes work ``W`` started
+at ``t0`` at the ``T`` with ``integral_{t0}^{t0+T} r(t) dt = W`` (``Speeds.compute_time``).
+``ConstantSpeeds`` is ``r(t) = mu_i`` (compute time ``W / mu_i``, as above); ``MarkovSpeeds`` a
+two-state Markov-modulated rate per client (fast ``mu_i``, slow ``mu_i * slow_factor``); ``TraceSpeeds``
+a per-client piecewise-constant trace read from a CSV ``client,time,rate``.
 """
 
+import bisect
 import csv
 import math
 from pathlib import Path
@@ -118,3 +126,163 @@ def task_duration(cfg, rate: float, steps: int, service: float) -> float:
     """Duration of a task of ``steps`` local steps at a client of rate ``rate``, given its draw ``S``."""
     work = steps if cfg.per == "step" else 1
     return cfg.download + work * service / rate + cfg.upload
+
+
+def varying_task_duration(cfg, speeds, client: int, start: float, steps: int, service: float) -> float:
+    """Duration of a task started at ``start`` by a client whose speed varies (``speeds``): its
+    compute phase begins after the download and does the work ``steps * S`` (or ``S``)."""
+    work = steps if cfg.per == "step" else 1
+    return cfg.download + speeds.compute_time(client, start + cfg.download, work * service) + cfg.upload
+
+
+
+# ----------------------------------------------------------------------------- speeds over time
+
+
+class ConstantSpeeds:
+    """Client ``i`` computes at ``mu_i`` forever."""
+
+    varying = False
+
+    def __init__(self, rates: np.ndarray):
+        self.rates = np.asarray(rates, dtype=float).tolist()
+
+    def compute_time(self, client: int, start: float, work: float) -> float:
+        return work / self.rates[client]
+
+    def mean_rates(self) -> np.ndarray:
+        return np.asarray(self.rates)
+
+
+class _Piecewise:
+    """Speeds that are constant between change points: ``times[i][j]`` the ``j``-th change of client
+    ``i`` (``times[i][0] = 0``), ``speeds[i][j]`` its speed from then on; ``_extend(i, t)`` makes sure
+    the changes up to time ``t`` are known (a trace knows them all; a Markov path draws them)."""
+
+    varying = True
+
+    def _extend(self, client: int, until: float) -> None:
+        pass
+
+    def speed_at(self, client: int, t: float) -> float:
+        self._extend(client, t)
+        times = self.times[client]
+        return self.speeds[client][bisect.bisect_right(times, t) - 1]
+
+    def compute_time(self, client: int, start: float, work: float) -> float:
+        """The ``T`` with ``integral_{start}^{start+T} speed(t) dt = work``."""
+        self._extend(client, start)
+        times, speeds = self.times[client], self.speeds[client]
+        j = bisect.bisect_right(times, start) - 1
+        t, left = start, work
+        while True:
+            if j + 1 == len(times):
+                self._extend(client, t + left / speeds[j] if speeds[j] > 0 else math.inf)
+            end = times[j + 1] if j + 1 < len(times) else math.inf
+            if speeds[j] > 0 and (end - t) * speeds[j] >= left:
+                return t + left / speeds[j] - start
+            left -= (end - t) * speeds[j]
+            t, j = end, j + 1
+
+
+class MarkovSpeeds(_Piecewise):
+    """Two-state Markov-modulated speeds: client ``i`` runs at ``mu_i`` (fast) or
+    ``mu_i * slow_factor`` (slow), leaving fast at rate ``to_slow`` and slow at rate ``to_fast``
+    (exponential sojourns). Its state at time 0 is drawn from the stationary law
+    ``P(slow) = to_slow / (to_slow + to_fast)``. Every draw is counter-based, keyed by
+    ``(seed, SPEED, client, j)`` like ``ServiceDraws``: a path is a function of the seed alone,
+    drawn as far as the simulation has looked, with nothing to checkpoint."""
+
+    def __init__(self, rates: np.ndarray, slow_factor: float, to_slow: float, to_fast: float, seed: int):
+        self.rates = np.asarray(rates, dtype=float).tolist()
+        self.slow_factor, self.to_slow, self.to_fast = slow_factor, to_slow, to_fast
+        self.base = _mix(int(np.random.SeedSequence([seed, int(Stream.SPEED)]).generate_state(1, np.uint64)[0]))
+        n = len(self.rates)
+        self.times: list[list[float]] = [[] for _ in range(n)]
+        self.speeds: list[list[float]] = [[] for _ in range(n)]
+        self.slow: list[list[bool]] = [[] for _ in range(n)]
+
+    def _uniform(self, client: int, k: int) -> float:
+        key = _mix(self.base ^ _mix(client + 1))
+        return ((_mix(key + (k + 1) * _GOLDEN & _MASK) >> 11) + 0.5) * 2.0**-53
+
+    def _extend(self, client: int, until: float) -> None:
+        times, speeds, slow = self.times[client], self.speeds[client], self.slow[client]
+        if not times:  # the stationary state at time 0 (draw 0)
+            times.append(0.0)
+            slow.append(self._uniform(client, 0) < self.to_slow / (self.to_slow + self.to_fast))
+            speeds.append(self.rates[client] * (self.slow_factor if slow[-1] else 1.0))
+        while times[-1] <= until:  # the j-th sojourn: draw j
+            leave = self.to_fast if slow[-1] else self.to_slow
+            times.append(times[-1] - math.log(self._uniform(client, len(times))) / leave)
+            slow.append(not slow[-1])
+            speeds.append(self.rates[client] * (self.slow_factor if slow[-1] else 1.0))
+
+    def mean_rates(self) -> np.ndarray:
+        """Long-run mean speeds ``mu_i (1 - P(slow) (1 - slow_factor))``."""
+        p_slow = self.to_slow / (self.to_slow + self.to_fast)
+        return np.asarray(self.rates) * (1 - p_slow * (1 - self.slow_factor))
+
+
+class TraceSpeeds(_Piecewise):
+    """Speeds read from a trace: client ``i`` runs at the ``rate`` of its latest row with
+    ``time <= t`` (each client needs a row at time 0; the last rate holds after the trace ends)."""
+
+    def __init__(self, times: list[list[float]], speeds: list[list[float]]):
+        self.times, self.speeds = times, speeds
+
+    def mean_rates(self) -> np.ndarray:
+        """Each client's speed averaged over the trace's span (to its last change point, over all
+        clients), or its one rate."""
+        end = max(t[-1] for t in self.times)
+        out = []
+        for times, speeds in zip(self.times, self.speeds):
+            if end == 0:
+                out.append(speeds[0])
+                continue
+            edges = [*times, end] if times[-1] < end else times
+            out.append(sum(s * (b - a) for s, a, b in zip(speeds, edges, edges[1:])) / end)
+        return np.asarray(out)
+
+
+def read_speed_trace(path: Path, n: int) -> TraceSpeeds:
+    """A ``TraceSpeeds`` from a CSV with columns ``client,time,rate`` (any row order)."""
+    key = "timing.modulation.path"
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}); fix: give a readable CSV file") from None
+    if not rows or not {"client", "time", "rate"} <= set(rows[0]):
+        raise ConfigError(f"{key}: {path} needs a header with columns client,time,rate; "
+                          "fix: add the header line 'client,time,rate'")
+    points: list[dict[float, float]] = [{} for _ in range(n)]
+    for line, row in enumerate(rows, start=2):
+        try:
+            client, t, rate = int(row["client"]), float(row["time"]), float(row["rate"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {path} line {line} is not 'client,time,rate' numbers; "
+                              "fix: correct that line") from None
+        if not 0 <= client < n or not (math.isfinite(t) and t >= 0) or not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"{key}: {path} line {line}: client must be in 0..{n - 1}, time >= 0 and rate > 0; "
+                              "fix: correct that line")
+        if t in points[client]:
+            raise ConfigError(f"{key}: {path} line {line}: client {client} has two rates at time {t:g}; "
+                              "fix: keep one of them")
+        points[client][t] = rate
+    for client, p in enumerate(points):
+        if 0.0 not in p:
+            raise ConfigError(f"{key}: {path} has no rate of client {client} at time 0; "
+                              f"fix: add a row '{client},0,RATE'")
+    times = [sorted(p) for p in points]
+    return TraceSpeeds(times, [[p[t] for t in ts] for p, ts in zip(points, times)])
+
+
+def speeds(cfg, rates: np.ndarray, seed: int):
+    """The speeds of the config's ``timing`` section (``cfg``) over time, from the rates ``mu_i``."""
+    mod = cfg.modulation
+    if mod.kind == "markov":
+        return MarkovSpeeds(rates, mod.slow_factor, mod.to_slow, mod.to_fast, seed)
+    if mod.kind == "trace":
+        return read_speed_trace(Path(mod.path), len(rates))
+    return ConstantSpeeds(rates)
