@@ -73,6 +73,9 @@ def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
      "figures.f.select: no cell of experiment e has seed=3; fix: select values that the experiment's grid contains"),
     ({"figures": {"f": {"kind": "ablation", "experiment": "e", "bars": ["seed"]}}},
      "figures.f: 'panel' is a required property; fix: see workflow/schemas/config.schema.yaml"),
+    ({"figures": {"f": {"kind": "target", "experiment": "e", "metric": "grad_norm_sq", "target": 1.0,
+                        "hue": ["seed"]}}},
+     "figures.f: 'x_key' is a required property; fix: see workflow/schemas/config.schema.yaml"),
 ])
 def test_bad_workflow_config_stops_before_any_job(tmp_path: Path, change: dict, message: str) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
@@ -115,6 +118,8 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
             "gradient": {"kind": "curves", "experiment": "sampling", "y": ["grad_norm_sq"], "x": ["round"]},
             "ablation": {"kind": "ablation", "experiment": "sampling", "panel": "algorithm.selection",
                          "bars": ["algorithm.concurrency"]},
+            "target": {"kind": "target", "experiment": "sampling", "metric": "grad_norm_sq", "target": 1.0e9,
+                       "x_key": "algorithm.concurrency", "hue": ["algorithm.selection"]},
         },
     }
     wf = write_yaml(tmp_path / "wf.yaml", config)
@@ -149,7 +154,7 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert set(sampling["m"]) == {2, 3} and (sampling["draws"] == 200).all() and sampling["round"].notna().all()
     assert (evals["grad_norm_sq"] > 0).all()
     assert len(pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "sampling.parquet")) == 0  # probe off
-    for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation"):
+    for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation", "target"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
     # Every job writes its log (a cell's is its launch.log), not the terminal.

@@ -2,7 +2,7 @@
 # kind has its own report caption (workflow/report/<kind>.rst); workflow/scripts/figure.py draws.
 
 
-for kind in ("curves", "participation", "staleness", "sampling", "ablation"):
+for kind in ("curves", "participation", "staleness", "sampling", "ablation", "target"):
 
     rule:
         name:

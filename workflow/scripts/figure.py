@@ -13,6 +13,9 @@ Kinds (``figures.<name>.kind`` in the workflow config):
 - ``staleness``: histogram of the staleness of applied results, one panel per algorithm (group).
 - ``ablation``: bars of final test accuracy, one per combination of the ``bars`` keys, one panel per
   value of the ``panel`` key (mean of each run's last quarter of evaluations; mean over seeds).
+- ``target``: server updates until an evaluated metric (``metric``, e.g. grad_norm_sq) first
+  reaches ``target``, against each run's largest staleness, one line per combination of the
+  ``hue`` keys, optionally with the best value of a ``tune`` key per group and ``x_key`` value.
 - ``sampling``: the first seed's sampling analysis, from cells with ``run.sampling_draws``: server
   loss over rounds per group (selection mode and m); the variance of the mean of m clients'
   updates over rounds, measured at each evaluation; and that variance over sigma^2 against m,
@@ -303,8 +306,62 @@ def ablation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pale
     return fig
 
 
+def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Server updates until the evaluated ``metric`` first reaches ``target`` (at most), against the
+    run's largest staleness ``tau_max``, one line per group of the ``hue`` keys. With ``tune`` (a
+    key such as algorithm.server_lr), each group and value of the ``x`` key keeps the tuned value
+    with the fewest updates on average over seeds (a run that never reaches the target counts as
+    its budget), and the figure names it. Runs that never reach the target are drawn hollow at
+    their budget."""
+    metric_name, goal, x_key, tune, hue = spec["metric"], spec["target"], spec["x_key"], spec.get("tune"), spec["hue"]
+    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
+    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
+    updates = tables["updates"][tables["updates"]["cell"].isin(finished.index)]
+    reached = evals[evals[metric_name] <= goal].groupby("cell")["version"].min()
+    budget = updates.groupby("cell")["version"].max()
+    per = finished.assign(to_target=reached.reindex(finished.index), budget=budget.reindex(finished.index),
+                          tau_max=updates.groupby("cell")["staleness"].max().reindex(finished.index),
+                          tau_avg=updates.groupby("cell")["staleness"].mean().reindex(finished.index))
+    per["hit"] = per["to_target"].notna()
+    per["cost"] = per["to_target"].fillna(per["budget"])
+    per["method"] = per[hue].astype(str).apply(lambda row: ", ".join(row), axis=1)
+    notes = []
+    if tune:
+        mean_cost = per.groupby(["method", x_key, tune], dropna=False)["cost"].mean().reset_index()
+        best = mean_cost.loc[mean_cost.groupby(["method", x_key], dropna=False)["cost"].idxmin()]
+        per = per.merge(best[["method", x_key, tune]], on=["method", x_key, tune])
+        for method, rows in best.groupby("method"):
+            notes.append(f"{method}: best {tune.split('.')[-1]} " + ", ".join(f"{v:g}" for v in rows[tune]))
+    methods = sorted(per["method"].unique())
+    colours = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig, axes = plt.subplots(1, 2, figsize=(PANEL[0] * 2, PANEL[1] * 1.2))
+    for method, rows in per.groupby("method"):
+        by_x = rows.groupby(x_key, dropna=False).agg(tau_max=("tau_max", "mean"), tau_avg=("tau_avg", "mean"),
+                                                     cost=("cost", "mean"), sd=("cost", "std"), n=("cost", "size"))
+        by_x = by_x.sort_values("tau_max")
+        half = (by_x["sd"] / np.sqrt(by_x["n"]) * 1.96).fillna(0)
+        low = np.minimum(half, by_x["cost"] * 0.9)  # a log axis: the interval stops short of 0
+        axes[0].errorbar(by_x["tau_max"], by_x["cost"], yerr=[low, half], marker="o", capsize=3,
+                         color=colours[method], label=method)
+        hollow = rows[~rows["hit"]]
+        axes[0].scatter(hollow["tau_max"], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
+        axes[1].plot(by_x["tau_max"], by_x["tau_avg"], marker="o", color=colours[method])
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("tau_max: largest staleness of the run (server updates)")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("server updates")
+    axes[0].set_title(f"updates until {metric_name} <= {goal:g}\n(95% interval over seeds; hollow: never reached)")
+    axes[1].set_ylabel("tau_avg: mean staleness")
+    axes[1].set_title("the average delay stays put")
+    axes[0].legend(frameon=False, fontsize=8)
+    if notes:
+        fig.text(0.01, -0.02, "; ".join(notes), ha="left", va="top", fontsize=8)
+    return fig
+
+
 KINDS = {"curves": curves, "participation": participation, "staleness": staleness, "sampling": sampling,
-         "ablation": ablation}
+         "ablation": ablation, "target": target}
 
 
 def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None:
