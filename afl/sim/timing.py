@@ -55,16 +55,23 @@ def group_sizes(fractions: list[float], n: int) -> np.ndarray:
     return sizes
 
 
-def read_rate_trace(path: Path, n: int) -> np.ndarray:
-    """Per-client rates from a CSV with columns ``client,rate`` (one row per client 0..n-1)."""
-    key = "timing.rates.path"
+def _csv_rows(path: Path, key: str, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of the CSV at ``path`` (the config key ``key``), which must have ``columns``."""
     try:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}); fix: give a readable CSV file") from None
-    if not rows or not {"client", "rate"} <= set(rows[0]):
-        raise ConfigError(f"{key}: {path} needs a header with columns client,rate; fix: add the header line 'client,rate'")
+    if not rows or not set(columns) <= set(rows[0]):
+        header = ",".join(columns)
+        raise ConfigError(f"{key}: {path} needs a header with columns {header}; fix: add the header line '{header}'")
+    return rows
+
+
+def read_rate_trace(path: Path, n: int) -> np.ndarray:
+    """Per-client rates from a CSV with columns ``client,rate`` (one row per client 0..n-1)."""
+    key = "timing.rates.path"
+    rows = _csv_rows(path, key, ("client", "rate"))
     rates = np.full(n, np.nan)
     for line, row in enumerate(rows, start=2):
         try:
@@ -248,14 +255,7 @@ class TraceSpeeds(_Piecewise):
 def read_speed_trace(path: Path, n: int) -> TraceSpeeds:
     """A ``TraceSpeeds`` from a CSV with columns ``client,time,rate`` (any row order)."""
     key = "timing.modulation.path"
-    try:
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}); fix: give a readable CSV file") from None
-    if not rows or not {"client", "time", "rate"} <= set(rows[0]):
-        raise ConfigError(f"{key}: {path} needs a header with columns client,time,rate; "
-                          "fix: add the header line 'client,time,rate'")
+    rows = _csv_rows(path, key, ("client", "time", "rate"))
     points: list[dict[float, float]] = [{} for _ in range(n)]
     for line, row in enumerate(rows, start=2):
         try:
