@@ -330,8 +330,11 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         mean_cost = per.groupby(["method", x_key, tune], dropna=False)["cost"].mean().reset_index()
         best = mean_cost.loc[mean_cost.groupby(["method", x_key], dropna=False)["cost"].idxmin()]
         per = per.merge(best[["method", x_key, tune]], on=["method", x_key, tune])
+        reach = per.groupby(x_key)["tau_max"].mean()  # name the tuned values in the x axis's order
         for method, rows in best.groupby("method"):
-            notes.append(f"{method}: best {tune.split('.')[-1]} " + ", ".join(f"{v:g}" for v in rows[tune]))
+            rows = rows.assign(tau=rows[x_key].map(reach)).sort_values("tau")
+            notes.append(f"{method}: best {tune.split('.')[-1]} " + ", ".join(f"{v:g}" for v in rows[tune])
+                         + " (tau_max ascending)")
     methods = sorted(per["method"].unique())
     colours = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     fig, axes = plt.subplots(1, 2, figsize=(PANEL[0] * 2, PANEL[1] * 1.2))
