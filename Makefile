@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	for config in config/demo.yaml config/paper.yaml config/queueing.yaml; do \
+	for config in config/demo.yaml config/paper.yaml config/queueing.yaml config/cifar10.yaml; do \
 		$(VENV)/bin/snakemake --lint --configfile $$config || exit 1; done
 	$(VENV)/bin/snakefmt --check Snakefile workflow/
 

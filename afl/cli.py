@@ -1,4 +1,4 @@
-"""The command line: ``afl train | validate | launch | data download | queue predict | queue optimize``.
+"""The command line: ``afl train | validate | launch | data download | data standin | queue predict | queue optimize``.
 
 Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
 ``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.
@@ -55,6 +55,28 @@ def cmd_data_download(args) -> int:
     return 0
 
 
+def cmd_data_standin(args) -> int:
+    from afl.data.standin import write_cifar10_standin
+
+    path = write_cifar10_standin(args.root, train=args.train, test=args.test, seed=args.seed)
+    print(f"{args.name} stand-in (generated, not CIFAR-10): {args.train} training and {args.test} test "
+          f"images written to {path}; runs on it must set data.verify: false")
+    return 0
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors in the house format too: one line, the fix, exit status 2."""
 
@@ -91,6 +113,16 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", action="append", help="base URL to try instead of the defaults (repeatable)")
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=cmd_data_download)
+    st = dsub.add_parser("standin", help="write a generated stand-in dataset in the real one's file format "
+                                         "(not the real data: read it with data.verify: false)")
+    st.add_argument("name", choices=("cifar10",))
+    st.add_argument("--root", required=True,
+                    help="dataset root to write <root>/cifar-10-batches-py into (never the real CIFAR-10's)")
+    st.add_argument("--train", type=_int_at_least(5), default=5000,
+                    help="training images, split over the five data batches (default 5000)")
+    st.add_argument("--test", type=_int_at_least(1), default=1000, help="test images (default 1000)")
+    st.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the patterns and images (default 0)")
+    st.set_defaults(func=cmd_data_standin)
 
     from afl.cluster import launch
     from afl.queueing import cli as queue_cli

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import pickle
 import shutil
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from afl.data import Dataset, generate_synthetic, load, read_cifar10, read_mnist, resolve_root
-from afl.data import mnist
+from afl.cli import main as cli_main
+from afl.data import Dataset, generate_synthetic, load, read_cifar10, read_mnist, resolve_root, write_cifar10_standin
+from afl.data import cifar10, mnist
 from afl.errors import DataError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -239,6 +241,112 @@ def test_cifar10_missing_folder_says_how_to_download(tmp_path):
         load("cifar10", tmp_path)
     assert "afl data download cifar10" in str(err.value)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
+
+
+# --- the CIFAR-10 stand-in (afl/data/standin.py) -----------------------------------------
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_cifar10_standin_has_the_archive_layout_and_is_read_by_the_reader(tmp_path):
+    folder = write_cifar10_standin(tmp_path, train=100, test=30, seed=0)
+    assert folder == tmp_path / "cifar-10-batches-py"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]  # no temporary left
+    assert sorted(p.name for p in folder.iterdir()) == sorted(CIFAR_FILES + ["batches.meta", "readme.html"])
+    for name in CIFAR_FILES:
+        raw = (folder / name).read_bytes()
+        assert raw[:2] == b"\x80\x02"  # protocol 2, as the publisher's Python 2 pickles
+        batch = pickle.loads(raw, encoding="bytes")
+        assert set(batch) == {b"batch_label", b"labels", b"data", b"filenames"}
+        rows = 30 if name == "test_batch" else 20
+        assert batch[b"data"].dtype == np.uint8 and batch[b"data"].shape == (rows, 3072)
+        assert type(batch[b"labels"]) is list and all(type(v) is int for v in batch[b"labels"])
+    meta = pickle.loads((folder / "batches.meta").read_bytes(), encoding="bytes")
+    assert meta[b"num_vis"] == 3072 and meta[b"num_cases_per_batch"] == 20 and len(meta[b"label_names"]) == 10
+    assert "not CIFAR-10" in (folder / "readme.html").read_text()
+
+    ds = load("cifar10", tmp_path, verify=False)
+    assert ds.name == "cifar10" and ds.num_classes == 10 and ds.input_shape == (3, 32, 32)
+    assert ds.train_x.shape == (100, 3, 32, 32) and ds.test_x.shape == (30, 3, 32, 32)
+    assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
+    assert torch.bincount(ds.train_y).tolist() == [10] * 10
+    assert torch.bincount(ds.test_y).tolist() == [3] * 10
+    assert ds.train_x.min() == -1.0 and ds.train_x.max() == 1.0
+    # The reader's channel-major decoding: a test image's green plane is its row's second 1024 values.
+    test = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")[b"data"]
+    green = (torch.from_numpy(test[7, 1024:2048].astype(np.float32)).reshape(32, 32) / 255 - 0.5) / 0.5
+    assert torch.equal(ds.test_x[7, 1], green)
+
+
+def test_cifar10_standin_classes_are_separable(tmp_path):
+    """Learnable without any training: the nearest class mean of the training images labels most
+    test images right (chance is 0.1); tests/test_pipeline_cifar10.py trains ResNet-20 on it."""
+    write_cifar10_standin(tmp_path, train=1000, test=200, seed=1)
+    ds = load("cifar10", tmp_path, verify=False)
+    means = torch.stack([ds.train_x[ds.train_y == c].mean(0) for c in range(10)])
+    dist = ((ds.test_x[:, None] - means[None]) ** 2).flatten(2).sum(-1)
+    assert (dist.argmin(1) == ds.test_y).float().mean() > 0.6
+    # ...but not trivially: images of one class differ (shifts, contrast, noise).
+    first = ds.train_x[ds.train_y == 0]
+    assert (first[1:] - first[0]).abs().mean() > 0.1
+
+
+def test_cifar10_standin_is_the_same_bytes_for_the_same_seed(tmp_path):
+    a = _folder_bytes(write_cifar10_standin(tmp_path / "a", train=50, test=10, seed=3))
+    b = write_cifar10_standin(tmp_path / "b", train=50, test=10, seed=3)
+    assert _folder_bytes(b) == a
+    # Written again over itself: replaced by the same bytes; another seed: other images.
+    assert _folder_bytes(write_cifar10_standin(tmp_path / "b", train=50, test=10, seed=3)) == a
+    other = _folder_bytes(write_cifar10_standin(tmp_path / "b", train=50, test=10, seed=4))
+    assert all(other[name] != a[name] for name in CIFAR_FILES)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_cifar10_standin_fails_the_publishers_md5(tmp_path):
+    write_cifar10_standin(tmp_path, train=50, test=10)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with pytest.raises(DataError, match="MD5 mismatch") as err:
+        load("cifar10", tmp_path)
+    assert str(err.value).startswith(f"{path}: MD5 mismatch (expected {cifar10.MD5['data_batch_1']}, got ")
+
+
+def test_cifar10_standin_never_replaces_real_or_foreign_files(tmp_path, monkeypatch):
+    folder = write_cifar10_standin(tmp_path, train=50, test=10, seed=0)
+    before = _folder_bytes(folder)
+    # Pretend the test batch there is the publisher's: the folder now "holds the real CIFAR-10".
+    real_md5 = hashlib.md5(before["test_batch"]).hexdigest()
+    monkeypatch.setitem(cifar10.MD5, "test_batch", real_md5)
+    with pytest.raises(DataError) as err:
+        write_cifar10_standin(tmp_path, train=50, test=10, seed=1)
+    assert str(err.value) == (
+        f"{folder}: holds the real CIFAR-10 (test_batch has the publisher's MD5), refusing to overwrite it "
+        "with a stand-in; fix: choose another --root")
+    assert _folder_bytes(folder) == before
+    monkeypatch.undo()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"holds files a stand-in does not write \(notes.txt\)"):
+        write_cifar10_standin(tmp_path, train=50, test=10, seed=1)
+    assert _folder_bytes(folder) == {**before, "notes.txt": b"mine"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_cli_data_standin_says_where_and_that_verify_must_be_off(tmp_path, capsys):
+    assert cli_main(["data", "standin", "cifar10", "--root", str(tmp_path), "--train", "20", "--test", "10",
+                     "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and str(tmp_path / "cifar-10-batches-py") in out and "data.verify: false" in out
+    assert _folder_bytes(tmp_path / "cifar-10-batches-py") == _folder_bytes(
+        write_cifar10_standin(tmp_path / "api", train=20, test=10, seed=2))
+    (tmp_path / "cifar-10-batches-py" / "x").write_text("")
+    assert cli_main(["data", "standin", "cifar10", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"afl: error: {tmp_path / 'cifar-10-batches-py'}: holds files")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["data", "standin", "cifar10", "--root", str(tmp_path), "--train", "4"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "afl data standin: error: argument --train: 4 is below 5; fix: see `afl data standin --help`\n")
 
 
 # --- Synthetic ---------------------------------------------------------------------------

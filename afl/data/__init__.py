@@ -1,4 +1,4 @@
-"""Datasets (MNIST, CIFAR-10, FedProx Synthetic), client partitions and downloads."""
+"""Datasets (MNIST, CIFAR-10, FedProx Synthetic), client partitions, downloads and a CIFAR-10 stand-in."""
 
 from afl.data.cifar10 import read_cifar10
 from afl.data.dataset import Dataset
@@ -13,6 +13,7 @@ from afl.data.partition import (
     partition,
     shards,
 )
+from afl.data.standin import write_cifar10_standin
 from afl.data.synthetic import generate as generate_synthetic
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "read_mnist",
     "resolve_root",
     "shards",
+    "write_cifar10_standin",
 ]
