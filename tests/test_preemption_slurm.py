@@ -92,12 +92,16 @@ def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp
 
 def test_cell_over_its_time_limit_too_often_fails_clearly_and_keeps_its_checkpoint(tmp_path):
     cfg = load_config(RAW)
+    # A 3-minute limit: SLURM may send its own warning (USR2 at signal_delay_s before the limit) up
+    # to 60 s early, so with a 1-minute limit it could come while the job still imports, before
+    # anything can be checkpointed (seen in CI). Here it cannot come before 90 s; the test sends the
+    # warning itself once the first checkpoint is written.
     slurm = slurm_settings(DEFAULT_SLURM, {"partition": SLURM_PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1,
-                                           "time_min": 1, "max_requeue": 0, "signal_delay_s": 30})
+                                           "time_min": 3, "max_requeue": 0, "signal_delay_s": 30})
     out = tmp_path / "cell"
     waiter, outcome, job_id = start(cfg, out, "timed-out", slurm)
-    wait_until(lambda: (out / checkpoint.NAME).exists(), 50, "the cell's first checkpoint", 0.1)
-    # The time-limit warning (USR2 within the last 10 minutes of a 1-minute job counts as a timeout).
+    wait_until(lambda: (out / checkpoint.NAME).exists(), 60, "the cell's first checkpoint", 0.1)
+    # The time-limit warning (USR2 within the last 10 minutes of a job counts as a timeout).
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
     waiter.join(timeout=200)
     assert not waiter.is_alive()
