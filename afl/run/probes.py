@@ -33,7 +33,8 @@ MODES = (("with_replacement", True), ("without_replacement", False))
 
 
 class Probes:
-    """The probes of ``run``'s config; ``measure(x, version, now)`` at an evaluation point."""
+    """The probes of ``run``'s config, called at each evaluation point: ``grad_norm_sq(x)`` and
+    ``sampling(x, version, now)``."""
 
     def __init__(self, run: Run):
         cfg, fed = run.cfg, run.federation
@@ -79,6 +80,6 @@ class Probes:
             deviations = sample_mean_deviations(gram, draw_counts(rng, n, m, replace, self.draws))
             rows.append({"version": version, "time": now, "mode": mode, "m": m, "n": n, "draws": self.draws,
                          "sigma2": sigma2, "variance": float(deviations.mean()),
-                         "stderr": float(deviations.std(ddof=1) / math.sqrt(self.draws)) if self.draws > 1 else math.nan,
+                         "stderr": float(deviations.std(ddof=1) / math.sqrt(self.draws)),  # draws >= 2
                          "theory": sample_mean_variance(sigma2, m, n, replace)})
         return rows

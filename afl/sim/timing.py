@@ -99,26 +99,34 @@ def _mix(z: int) -> int:
     return z ^ (z >> 31)
 
 
-class ServiceDraws:
-    """The draw ``S`` of each client's ``k``-th task, keyed by ``(seed, client, k)``.
+class CounterUniforms:
+    """Uniforms in ``(0, 1)`` keyed by ``(seed, purpose, client, k)``, counter-based: client ``i``
+    has the key ``K_i`` hashed from ``(seed, purpose, i)``, and its ``k``-th uniform is
+    ``u = (mix(K_i + (k + 1) * golden) >> 11 + 1/2) / 2^53``, SplitMix64's ``k``-th output. A uniform
+    depends on nothing but its client and index: no state to save or replay (the cached keys are a
+    function of the seed), a microsecond each."""
 
-    Counter-based: client ``i`` has the key ``K_i`` hashed from ``(seed, DURATION, i)``, and its
-    ``k``-th draw comes from the uniform ``u = (mix(K_i + (k + 1) * golden) >> 11 + 1/2) / 2^53``
-    in ``(0, 1)``, SplitMix64's ``k``-th output, turned into ``S`` by the inverse CDF. A draw
-    depends on nothing but its client and index: no state to save or replay (the cached keys
-    are a function of the seed), a microsecond each.
-    """
-
-    def __init__(self, cfg, seed: int):
-        self.cfg = cfg
-        self.base = _mix(int(np.random.SeedSequence([seed, int(Stream.DURATION)]).generate_state(1, np.uint64)[0]))
+    def __init__(self, seed: int, purpose: Stream):
+        self.base = _mix(int(np.random.SeedSequence([seed, int(purpose)]).generate_state(1, np.uint64)[0]))
         self.keys: dict[int, int] = {}  # K_i of the clients seen so far
 
     def __call__(self, client: int, k: int) -> float:
         key = self.keys.get(client)
         if key is None:
             key = self.keys[client] = _mix(self.base ^ _mix(client + 1))
-        u = ((_mix(key + (k + 1) * _GOLDEN & _MASK) >> 11) + 0.5) * 2.0**-53
+        return ((_mix(key + (k + 1) * _GOLDEN & _MASK) >> 11) + 0.5) * 2.0**-53
+
+
+class ServiceDraws:
+    """The draw ``S`` of each client's ``k``-th task, keyed by ``(seed, client, k)``: the
+    ``CounterUniforms`` of ``(seed, DURATION)`` turned into ``S`` by the inverse CDF."""
+
+    def __init__(self, cfg, seed: int):
+        self.cfg = cfg
+        self.uniforms = CounterUniforms(seed, Stream.DURATION)
+
+    def __call__(self, client: int, k: int) -> float:
+        u = self.uniforms(client, k)
         cfg = self.cfg
         if cfg.distribution == "exponential":
             return -math.log(u)
@@ -177,16 +185,17 @@ class _Piecewise:
         return self.speeds[client][bisect.bisect_right(times, t) - 1]
 
     def compute_time(self, client: int, start: float, work: float) -> float:
-        """The ``T`` with ``integral_{start}^{start+T} speed(t) dt = work``."""
+        """The ``T`` with ``integral_{start}^{start+T} speed(t) dt = work`` (speeds are > 0: the
+        config and the trace reader refuse others)."""
         self._extend(client, start)
         times, speeds = self.times[client], self.speeds[client]
         j = bisect.bisect_right(times, start) - 1
         t, left = start, work
         while True:
             if j + 1 == len(times):
-                self._extend(client, t + left / speeds[j] if speeds[j] > 0 else math.inf)
-            end = times[j + 1] if j + 1 < len(times) else math.inf
-            if speeds[j] > 0 and (end - t) * speeds[j] >= left:
+                self._extend(client, t + left / speeds[j])  # a Markov path: draw past the finish
+            end = times[j + 1] if j + 1 < len(times) else math.inf  # a trace: its last speed holds
+            if (end - t) * speeds[j] >= left:
                 return t + left / speeds[j] - start
             left -= (end - t) * speeds[j]
             t, j = end, j + 1
@@ -196,32 +205,28 @@ class MarkovSpeeds(_Piecewise):
     """Two-state Markov-modulated speeds: client ``i`` runs at ``mu_i`` (fast) or
     ``mu_i * slow_factor`` (slow), leaving fast at rate ``to_slow`` and slow at rate ``to_fast``
     (exponential sojourns). Its state at time 0 is drawn from the stationary law
-    ``P(slow) = to_slow / (to_slow + to_fast)``. Every draw is counter-based, keyed by
-    ``(seed, SPEED, client, j)`` like ``ServiceDraws``: a path is a function of the seed alone,
-    drawn as far as the simulation has looked, with nothing to checkpoint."""
+    ``P(slow) = to_slow / (to_slow + to_fast)``. Every draw is a ``CounterUniforms`` of
+    ``(seed, SPEED)``, the ``j``-th for the ``j``-th sojourn: a path is a function of the seed
+    alone, drawn as far as the simulation has looked, with nothing to checkpoint."""
 
     def __init__(self, rates: np.ndarray, slow_factor: float, to_slow: float, to_fast: float, seed: int):
         self.rates = np.asarray(rates, dtype=float).tolist()
         self.slow_factor, self.to_slow, self.to_fast = slow_factor, to_slow, to_fast
-        self.base = _mix(int(np.random.SeedSequence([seed, int(Stream.SPEED)]).generate_state(1, np.uint64)[0]))
+        self.uniforms = CounterUniforms(seed, Stream.SPEED)
         n = len(self.rates)
         self.times: list[list[float]] = [[] for _ in range(n)]
         self.speeds: list[list[float]] = [[] for _ in range(n)]
         self.slow: list[list[bool]] = [[] for _ in range(n)]
 
-    def _uniform(self, client: int, k: int) -> float:
-        key = _mix(self.base ^ _mix(client + 1))
-        return ((_mix(key + (k + 1) * _GOLDEN & _MASK) >> 11) + 0.5) * 2.0**-53
-
     def _extend(self, client: int, until: float) -> None:
         times, speeds, slow = self.times[client], self.speeds[client], self.slow[client]
         if not times:  # the stationary state at time 0 (draw 0)
             times.append(0.0)
-            slow.append(self._uniform(client, 0) < self.to_slow / (self.to_slow + self.to_fast))
+            slow.append(self.uniforms(client, 0) < self.to_slow / (self.to_slow + self.to_fast))
             speeds.append(self.rates[client] * (self.slow_factor if slow[-1] else 1.0))
         while times[-1] <= until:  # the j-th sojourn: draw j
             leave = self.to_fast if slow[-1] else self.to_slow
-            times.append(times[-1] - math.log(self._uniform(client, len(times))) / leave)
+            times.append(times[-1] - math.log(self.uniforms(client, len(times))) / leave)
             slow.append(not slow[-1])
             speeds.append(self.rates[client] * (self.slow_factor if slow[-1] else 1.0))
 
