@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,9 +80,34 @@ def error_lines(result) -> list[str]:
 
 # ---------------------------------------------------------------- a run's tables (test_resume.py, preemption)
 
-TABLES = ("updates.parquet", "evals.parquet", "clients.parquet")
+TABLES = ("updates.parquet", "evals.parquet", "clients.parquet", "sampling.parquet")
 # Differs between any two runs, interrupted or not: the wall clock.
 WALL = {"evals.parquet": ["wall_time"]}
+
+
+class Killed(BaseException):
+    """A run killed by the test (a BaseException, so nothing in afl catches it)."""
+
+
+def train_killed_after(cfg, out: Path, checkpoints: int, monkeypatch) -> None:
+    """``afl train`` of ``cfg`` into ``out``, killed right after its ``checkpoints``-th checkpoint."""
+    from afl.run import checkpoint  # here: the SLURM and workflow helpers above need no torch
+    from afl.run.train import train
+
+    save, calls = checkpoint.save, []
+
+    def save_then_die(state, folder):
+        save(state, folder)
+        calls.append(1)
+        if len(calls) == checkpoints:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    try:
+        with pytest.raises(Killed):
+            train(cfg, out, progress=False)
+    finally:
+        monkeypatch.setattr(checkpoint, "save", save)
 
 
 def assert_same_tables(a: Path, b: Path) -> None:

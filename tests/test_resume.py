@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, assert_same_tables
+from helpers import REPO, Killed, assert_same_tables, train_killed_after
 
 from afl.run import checkpoint
 from afl.config import load_config
@@ -42,31 +42,15 @@ def raw_config(data_root, rule, **run):
     return raw
 
 
-class Killed(BaseException):
-    """Stands in for SIGKILL in the in-process tests: nothing after it runs."""
-
-
 @pytest.mark.parametrize("rule", list(RULES))
 def test_killed_after_any_checkpoint_resumes_to_the_uninterrupted_tables(tmp_path, shared_data_root,
                                                                           monkeypatch, rule):
     cfg = load_config(raw_config(shared_data_root, rule))
     train(cfg, tmp_path / "whole", progress=False)
-    save = checkpoint.save
     for kill_after in (1, 4, 7):
         out = tmp_path / f"killed-{kill_after}"
-        calls = []
-
-        def save_then_die(state, folder):
-            save(state, folder)
-            calls.append(1)
-            if len(calls) == kill_after:
-                raise Killed
-
-        monkeypatch.setattr(checkpoint, "save", save_then_die)
-        with pytest.raises(Killed):
-            train(cfg, out, progress=False)
+        train_killed_after(cfg, out, kill_after, monkeypatch)
         assert (out / checkpoint.NAME).exists() and not (out / "run.json").exists()
-        monkeypatch.setattr(checkpoint, "save", save)
         info = train(cfg, out, progress=False)
         assert info["resumed"] and info["status"] == "completed"
         assert_same_tables(tmp_path / "whole", out)

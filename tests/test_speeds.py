@@ -8,11 +8,10 @@ import pytest
 from afl.config import load_config
 from afl.errors import ConfigError
 from afl.queueing.model import jackson_reasons, network
-from afl.run import checkpoint
 from afl.run.train import train
 from afl.sim import timing
 
-from helpers import assert_same_tables, train_tables
+from helpers import assert_same_tables, train_killed_after, train_tables
 
 MARKOV = {"kind": "markov", "slow_factor": 0.25, "to_slow": 0.2, "to_fast": 0.6}
 
@@ -112,18 +111,7 @@ def test_trace_speeds_drive_the_run(tmp_path):
 def test_resume_gives_the_uninterrupted_tables(tmp_path, monkeypatch):
     config = raw(MARKOV, updates=600, checkpoint_every=100)
     train_tables(tmp_path / "whole", config)
-    real, saved = checkpoint.save, []
-
-    def save_then_stop(state, out):
-        real(state, out)
-        saved.append(1)
-        if len(saved) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(config), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(checkpoint, "save", real)
+    train_killed_after(load_config(config), tmp_path / "cut", 3, monkeypatch)
     train(load_config(config), tmp_path / "cut", progress=False)
     assert_same_tables(tmp_path / "whole", tmp_path / "cut")
 
