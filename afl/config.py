@@ -28,6 +28,7 @@ from afl.errors import ConfigError, config_fail
 from afl.rules import lr as lr_rules
 from afl.rules import staleness
 from afl.rules.fedbuff import DEFAULT_BUFFER
+from afl.sim.selection import power_routing
 
 DATASETS = ("mnist", "cifar10", "synthetic")
 MODELS = ("cnn", "resnet20", "mlp", "logreg")
@@ -42,6 +43,7 @@ WORK_UNITS = ("task", "step")
 WORKLOADS = ("train", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("tf32", "fp32", "bf16")
+ROUTING_OBJECTIVES = ("update", "time")
 
 DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
 DEFAULT_ROUNDS = 20
@@ -107,6 +109,21 @@ class StalenessConfig:
 
 
 @dataclass(frozen=True)
+class RoutingConfig:
+    """A routing rule instead of a list of probabilities: ``p_i ~ mu_i^power`` of the run's client
+    rates, or the optimum of the routing bound (``afl.queueing.routing``) with constants from a
+    pilot run, computed when the run starts (``afl.queueing.pilot.optimal_routing``)."""
+    power: float | None = _key("p_i proportional to mu_i^power (0: uniform, 1: equal loads)")
+    optimize: str | None = _key("the bound's optimum per server update or per unit of wall-clock time",
+                                None, ROUTING_OBJECTIVES)
+    pilot: int = _key("optimize: AsyncSGD updates of the pilot run that estimates A, L, sigma, zeta", 200)
+    pilot_seed: int | None = _key("optimize: the pilot's seed (default: the run's; give one apart from the "
+                                  "evaluation seeds)")
+    p_min: float | None = _key("optimize: the least probability of a client")
+    time_budget: float | None = _key("optimize: time: the wall-clock budget of the bound (default run.time)")
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = _key("server rule", "afl", tuple(rules.RULES))
     concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
@@ -121,8 +138,9 @@ class AlgorithmConfig:
                             False)
     selection: str | None = _key("client selection (default: routing for asyncsgd, "
                                  "else without_replacement)", None, SELECTIONS)
-    routing: tuple[float, ...] | str | None = _key(
-        "routing probabilities p: a list of n numbers, 'uniform', or a JSON file")
+    routing: tuple[float, ...] | str | RoutingConfig | None = _key(
+        "routing probabilities p: a list of n numbers, 'uniform', a JSON file, {power: a} or "
+        "{optimize: update|time, pilot: N, pilot_seed: S}")
     weighting: str = _key("aggregation weights n_k (data_size) or 1 (uniform)", "data_size",
                           WEIGHTINGS)
 
@@ -235,6 +253,9 @@ def _coerce(key: str, value, tp):
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         if value is None and type(None) in args:
             return None
+        mapping = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and mapping:  # a mapping is that dataclass: its own errors, one line each
+            return _coerce(key, value, mapping[0])
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(key, value, arg)
@@ -484,7 +505,9 @@ def validate(cfg: Config) -> Config:
                                             if k != "name" and v is not None})
     except ValueError as exc:
         _fail("algorithm.staleness", str(exc).rstrip("."), "see the staleness table in the README")
-    if a.selection == "routing":
+    if a.selection == "routing" and isinstance(a.routing, RoutingConfig):
+        _check_routing_rule(a.routing, cfg)
+    elif a.selection == "routing":
         routing_probabilities(a.routing, n)
     elif a.routing is not None:
         _fail("algorithm.routing", f"routing probabilities need algorithm.selection: routing, not {a.selection}",
@@ -557,6 +580,32 @@ def _check_rates(r: RatesConfig) -> None:
         _fail("timing.rates.path", "kind: trace needs a CSV file", "set timing.rates.path to a CSV with columns client,rate")
 
 
+def _check_routing_rule(rule: RoutingConfig, cfg) -> None:
+    if (rule.power is None) == (rule.optimize is None):
+        _fail("algorithm.routing", "a routing rule needs exactly one of power and optimize",
+              "write {power: 1} or {optimize: time, pilot: 200, pilot_seed: 1000}")
+    if rule.power is not None:
+        extra = [k for k in ("pilot_seed", "p_min", "time_budget") if getattr(rule, k) is not None]
+        if extra:
+            _fail(f"algorithm.routing.{extra[0]}", "only an optimized routing takes it", "remove it")
+        return
+    _at_least("algorithm.routing.pilot", rule.pilot, 4, 200)
+    if rule.p_min is not None and not 0 <= rule.p_min < 1 / cfg.data.num_clients:
+        _fail("algorithm.routing.p_min", f"must be in [0, 1/n), got {rule.p_min}", "set it to e.g. 0.001")
+    if rule.time_budget is not None:
+        _positive("algorithm.routing.time_budget", rule.time_budget, 300)
+    a = cfg.algorithm
+    if not rules.get(a.name).gradient or rules.get(a.name).batch(a) != 1:
+        _fail("algorithm.routing.optimize", f"the bound is AsyncSGD's, its pilot runs AsyncSGD updates, not {a.name}",
+              "set algorithm.name: asyncsgd or give the routing as a list")
+    if cfg.run.workload == "none":
+        _fail("algorithm.routing.optimize", "the pilot trains, but run.workload is none",
+              "set run.workload: train or give the routing as a list")
+    if rule.optimize == "time" and rule.time_budget is None and cfg.run.time is None:
+        _fail("algorithm.routing.time_budget", "optimize: time needs a wall-clock budget",
+              "set algorithm.routing.time_budget or run.time")
+
+
 def routing_probabilities(routing, n: int) -> list[float]:
     """The routing vector ``p`` of ``algorithm.routing``: 'uniform' (or unset), a list of ``n``
     probabilities, or a JSON file holding such a list or ``{"p": [...]}`` (``afl queue optimize``)."""
@@ -586,9 +635,17 @@ def routing_probabilities(routing, n: int) -> list[float]:
     return [float(v) for v in routing]
 
 
-def routing_vector(routing, n: int) -> np.ndarray:
-    """p as an array (see ``routing_probabilities``)."""
-    return np.asarray(routing_probabilities(routing, n), dtype=float)
+def routing_vector(routing, rates) -> np.ndarray:
+    """p as an array for clients of speeds ``rates``: ``routing_probabilities``, or ``p_i ~ mu_i^a``
+    of ``{power: a}`` (``afl.sim.selection.power_routing``). The bound's optimum (``{optimize: ...}``)
+    needs a pilot run: ``afl.queueing.pilot.optimal_routing`` resolves it before the run is built."""
+    rates = np.asarray(rates, dtype=float)
+    if isinstance(routing, RoutingConfig):
+        if routing.power is None:
+            raise ConfigError("algorithm.routing: the bound's optimum is computed by a pilot when the run starts; "
+                              "fix: resolve it with afl.queueing.pilot.optimal_routing first")
+        return power_routing(rates, routing.power)
+    return np.asarray(routing_probabilities(routing, len(rates)), dtype=float)
 
 
 def _is_number(value) -> bool:

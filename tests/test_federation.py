@@ -74,16 +74,28 @@ def test_routing_vector_from_the_config():
                       "algorithm": {"name": "asyncsgd", "routing": routing}})
     assert fed.routing.dtype == np.float64
     np.testing.assert_array_equal(fed.routing, routing)
-    np.testing.assert_array_equal(routing_vector("uniform", 4), [0.25] * 4)
-    np.testing.assert_array_equal(routing_vector(None, 5), [0.2] * 5)
+    np.testing.assert_array_equal(routing_vector("uniform", np.ones(4)), [0.25] * 4)
+    np.testing.assert_array_equal(routing_vector(None, np.ones(5)), [0.2] * 5)
+
+
+def test_power_routing_follows_the_drawn_rates():
+    """{power: a}: p_i = mu_i^a / sum_j mu_j^a of the rates the run draws (two groups, 1 and 0.2)."""
+    groups = [{"fraction": 0.5, "rate": 1.0}, {"fraction": 0.5, "rate": 0.2}]
+    root = 0.2**0.5
+    for power, expected in ((1, [1 / 2.4] * 2 + [0.2 / 2.4] * 2),
+                            (0.5, [1 / (2 + 2 * root)] * 2 + [root / (2 + 2 * root)] * 2)):
+        cfg, fed = build({"data": {"name": "synthetic", "num_clients": 4},
+                          "algorithm": {"name": "asyncsgd", "routing": {"power": power}},
+                          "timing": {"rates": {"kind": "groups", "groups": groups}}})
+        np.testing.assert_allclose(fed.routing, expected, rtol=1e-12)
 
 
 def test_routing_vector_from_a_json_file(tmp_path):
     path = tmp_path / "routing.json"
     path.write_text('{"p": [0.5, 0.5, 0.0]}')
-    np.testing.assert_array_equal(routing_vector(str(path), 3), [0.5, 0.5, 0.0])
+    np.testing.assert_array_equal(routing_vector(str(path), np.ones(3)), [0.5, 0.5, 0.0])
     with pytest.raises(ConfigError, match="has 3 entries for 4 clients"):
-        routing_vector(str(path), 4)
+        routing_vector(str(path), np.ones(4))
 
 
 def test_group_rates_follow_the_groups():

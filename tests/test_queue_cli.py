@@ -1,5 +1,6 @@
 """``afl queue predict | optimize`` as a user runs them, and the pilot that estimates the bound's constants."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -13,9 +14,8 @@ import yaml
 from afl.cli import main
 from afl.config import load_config, to_dict
 from afl.queueing.model import network
-from afl.queueing.pilot import resolve_constants
+from afl.queueing.pilot import pilot_constants, resolve_constants
 from afl.queueing.network import mva, predict, throughput
-from afl.queueing.pilot import pilot_constants
 from afl.queueing.routing import BoundConstants, bound
 from afl.run.train import train
 from helpers import REPO, TWO_GROUPS
@@ -236,3 +236,25 @@ def test_optimize_with_pilot_reports_estimated_constants(pilot_config, tmp_path,
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["constants"]["source"]["zeta"] == "pilot (40 updates)" and doc["constants"]["sigma"] == 1.5
 
+
+
+def test_a_run_with_the_bounds_optimal_routing_runs_the_pilot_and_records_it(pilot_config, tmp_path, capsys):
+    """algorithm.routing {optimize: time, pilot_seed: S}: the run's routing is `afl queue optimize`'s for
+    the same config under the pilot's seed, the clients table and run.json say so, and the run's own
+    seed does not change the routing (the rates are the groups')."""
+    base = dataclasses.replace(pilot_config, run=dataclasses.replace(pilot_config.run, updates=None, time=40.0))
+    path = write_config(tmp_path, to_dict(dataclasses.replace(base, seed=7)), "pilot.yaml")
+    status, _, err = afl(capsys, "queue", "optimize", path, "--pilot", "40", "--objective", "time",
+                         "--out", tmp_path / "p.json")
+    assert status == 0, err
+    expected = json.loads((tmp_path / "p.json").read_text())["p"]
+    rule = {"optimize": "time", "pilot": 40, "pilot_seed": 7}
+    for seed in (0, 1):
+        cfg = load_config(to_dict(base), [f"seed={seed}", f"algorithm.routing={json.dumps(rule)}"])
+        info = train(cfg, tmp_path / f"run{seed}", progress=False)
+        assert info["status"] == "completed"
+        clients = pd.read_parquet(tmp_path / f"run{seed}" / "clients.parquet")
+        np.testing.assert_allclose(clients["routing_p"], expected, rtol=1e-9)
+        assert info["routing"]["objective"] == "time" and info["routing"]["pilot_seed"] == 7
+        assert info["routing"]["bound"] < info["routing"]["bound_uniform"]
+        assert info["config"]["algorithm"]["routing"]["optimize"] == "time"  # the config as given

@@ -24,7 +24,7 @@ def vec(*values: float) -> torch.Tensor:
 def rule_of(algorithm: dict, num_clients: int = 4):
     cfg = load_config({"data": {"num_clients": num_clients}, "algorithm": algorithm,
                        "run": {"workload": "none", "updates": 10}})
-    return make(cfg.algorithm, routing_vector(cfg.algorithm.routing, num_clients))
+    return make(cfg.algorithm, routing_vector(cfg.algorithm.routing, np.ones(num_clients)))
 
 
 def arrival(vector, *, client=0, n=1, base=None, base_version=0) -> Arrival:

@@ -70,9 +70,8 @@ def service_rates(cfg, rates: np.ndarray, steps: np.ndarray | None = None) -> np
 def network(cfg) -> tuple[np.ndarray, np.ndarray, int]:
     """``(mu, p, m)`` of a config: the trainer's rates (``afl.sim.timing.client_rates``) and routing.
     Speeds that vary over time (``timing.modulation``) enter as each client's long-run mean speed."""
-    n = cfg.data.num_clients
-    routing = routing_vector(cfg.algorithm.routing if cfg.algorithm.selection == "routing" else None, n)
-    rates = client_rates(cfg.timing.rates, n, cfg.seed)
+    rates = client_rates(cfg.timing.rates, cfg.data.num_clients, cfg.seed)
+    routing = routing_vector(cfg.algorithm.routing if cfg.algorithm.selection == "routing" else None, rates)
     if cfg.timing.modulation.kind != "none":
         rates = speeds(cfg.timing, rates, cfg.seed).mean_rates()
     return service_rates(cfg, rates), routing, cfg.algorithm.concurrency

@@ -5,7 +5,7 @@ initial gap ``A``, the smoothness ``L``, the gradient noise ``sigma`` and the cl
 heterogeneity ``zeta`` of the problem. ``pilot_constants`` measures them on the config's own
 data and model, along the trajectory of a few AsyncSGD updates;
 ``afl.queueing.model.resolve_constants`` calls it for ``afl queue optimize --pilot N`` and the
-routing experiment (``workflow/scripts/queueing_routing.py``).
+cells whose ``algorithm.routing`` is the bound's optimum (``optimal_routing``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from afl import params, rules
 from afl.errors import AflError
 from afl.queueing.model import network
 from afl.queueing.network import predict
-from afl.queueing.routing import BoundConstants
+from afl.config import RoutingConfig
+from afl.queueing.routing import BoundConstants, optimize_routing
 from afl.rng import torch_stream
 from afl.run.build import budget, build
 
@@ -166,3 +167,32 @@ def resolve_constants(cfg, given: dict | None = None, pilot: int | None = None, 
     else:
         time_budget, source["time_budget"] = updates / lam_uniform, "T / lambda(uniform)"
     return BoundConstants(**values, T=float(updates), time_budget=float(time_budget)), source
+
+
+def optimal_routing(cfg):
+    """``(cfg, info)``: ``cfg`` with ``algorithm.routing: {optimize: ...}`` replaced by its routing vector.
+
+    The bound's constants ``A, L, sigma, zeta`` come from a pilot of ``routing.pilot`` AsyncSGD
+    updates (``pilot_constants``) of the same config under uniform routing with the seed
+    ``routing.pilot_seed`` (the run's when unset), ``eta`` is ``algorithm.server_lr``; then
+    ``afl.queueing.routing.optimize_routing`` minimises ``B(p)`` for the run's own rates and ``m``,
+    per update (``T`` = the run's update budget, else ``lambda(uniform) * run.time``) or per unit of
+    time (``routing.time_budget``, else ``run.time``). ``info`` (written to run.json as ``routing``):
+    the objective, the constants, ``B`` at the optimum and at uniform routing and the predicted
+    throughput. Any other config comes back unchanged with ``info = None``. Deterministic: a
+    resumed run computes the same routing.
+    """
+    rule = cfg.algorithm.routing
+    if not isinstance(rule, RoutingConfig) or rule.optimize is None:
+        return cfg, None
+    seed = cfg.seed if rule.pilot_seed is None else rule.pilot_seed
+    uniform = dataclasses.replace(cfg.algorithm, routing="uniform")
+    constants, _ = resolve_constants(dataclasses.replace(cfg, seed=seed, algorithm=uniform), pilot=rule.pilot,
+                                     time_budget=rule.time_budget)
+    mu, _, m = network(dataclasses.replace(cfg, algorithm=uniform))
+    res = optimize_routing(mu, m, constants, rule.optimize, p_min=rule.p_min)
+    algorithm = dataclasses.replace(cfg.algorithm, routing=tuple(float(v) for v in res.p))
+    info = {"objective": rule.optimize, "pilot_seed": seed, "pilot_updates": rule.pilot,
+            **{k: getattr(constants, k) for k in ("A", "L", "sigma", "zeta", "eta", "T", "time_budget")},
+            "bound": res.bound, "bound_uniform": res.bound_uniform, "throughput": res.throughput}
+    return dataclasses.replace(cfg, algorithm=algorithm), info

@@ -34,6 +34,7 @@ from afl.queueing.network import (
     _queue_lengths,
     _throughputs,
 )
+from afl.sim import selection
 
 __all__ = [
     "BoundConstants",
@@ -284,12 +285,5 @@ def optimize_concurrency(mu, m_values, constants: BoundConstants | None = None, 
 
 
 def power_routing(mu, power: float) -> np.ndarray:
-    """The routing ``p_i = mu_i^a / sum_j mu_j^a`` (``a = power``), shape ``(n,)``.
-
-    ``a = 0`` is uniform routing; ``a = 1`` gives equal loads ``rho_i = 1 / sum_j mu_j`` (the
-    closed form ``lambda = m / (rho (m + n - 1))``, from Buzen's ``G(c) = C(c + n - 1, c) rho^c``);
-    ``a = 1/2`` lies between.
-    """
-    mu = _check_mu(mu).detach().cpu().numpy()
-    weights = mu ** float(power)
-    return weights / weights.sum()
+    """``afl.sim.selection.power_routing`` (``p_i ~ mu_i^a``) of checked rates ``mu``, shape ``(n,)``."""
+    return selection.power_routing(_check_mu(mu).detach().cpu().numpy(), power)

@@ -75,7 +75,7 @@ def build(cfg: Config, device: torch.device) -> Federation:
     """Load and split the data, and draw the clients' rates, all from keyed streams."""
     d, n = cfg.data, cfg.data.num_clients
     rates = client_rates(cfg.timing.rates, n, cfg.seed)
-    routing = routing_vector(cfg.algorithm.routing, n)
+    routing = routing_vector(cfg.algorithm.routing, rates)
     if cfg.run.workload == "none":
         return Federation(None, None, None, None, Shards(np.zeros((n, 1), dtype=np.int64), torch.device("cpu")),
                           rates, routing, 0, ())

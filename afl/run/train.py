@@ -20,6 +20,7 @@ from afl.config import Config, config_hash, to_dict
 from afl.errors import AflError
 from afl.learning.models import evaluate
 from afl.queueing.model import trainer_prediction
+from afl.queueing.pilot import optimal_routing
 from afl import atomic
 from afl.run import checkpoint, recorder
 from afl.run.build import build
@@ -147,7 +148,9 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
             request.asked.clear()
             request.saved.set()
 
-    run = build(cfg, on_update=on_update, on_eval=on_eval, on_checkpoint=on_checkpoint,
+    # The bound's optimal routing comes from a pilot run, here where the run is built (on its node).
+    built, routing = optimal_routing(cfg)
+    run = build(built, on_update=on_update, on_eval=on_eval, on_checkpoint=on_checkpoint,
                 requested=request.asked.is_set if request is not None else lambda: False)
     probes = Probes(run)
     if progress and run.model is not None:
@@ -189,6 +192,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
         "final_test_acc": rec.evals["test_acc"][-1] if rec.evals["test_acc"] else None,
         "resumed": saved is not None,
         "predicted_throughput": prediction.throughput if prediction is not None else None,
+        "routing": routing,
     }
     atomic.write_json(info, out / "run.json")
     checkpoint.remove(out)

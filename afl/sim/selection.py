@@ -9,6 +9,17 @@ import bisect
 import numpy as np
 
 
+def power_routing(rates: np.ndarray, power: float) -> np.ndarray:
+    """The routing ``p_i = mu_i^a / sum_j mu_j^a`` (``a = power``, ``mu`` the clients' rates).
+
+    ``a = 0`` is uniform routing; ``a = 1`` gives equal loads ``rho_i = 1 / sum_j mu_j`` (the
+    closed form ``lambda = m / (rho (m + n - 1))``, from Buzen's ``G(c) = C(c + n - 1, c) rho^c``);
+    ``a = 1/2`` lies between.
+    """
+    weights = np.asarray(rates, dtype=float) ** float(power)
+    return weights / weights.sum()
+
+
 class Selector:
     def __init__(self, mode: str, n: int, routing: np.ndarray, rng: np.random.Generator):
         self.mode, self.n, self.rng = mode, n, rng
