@@ -42,8 +42,8 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/afl data download mnist --quiet
-	$(VENV)/bin/snakemake all queueing $(DEMO)
-	$(VENV)/bin/snakemake all queueing $(DEMO) --report results/report.html
+	$(VENV)/bin/snakemake all $(DEMO)
+	$(VENV)/bin/snakemake all $(DEMO) --report results/report.html
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .snakemake

@@ -24,5 +24,3 @@ rule all:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
-# The queueing experiments have their own target: `snakemake queueing` (make demo builds both).
-include: "workflow/rules/queueing.smk"

@@ -147,6 +147,15 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
             if key not in columns:
                 raise ConfigError(f"{where}.select.{key}: not a column of experiment {exp}; "
                                   f"fix: select on one of {', '.join(sorted(columns))}")
+        named = {"x_key": spec.get("x_key"), "tune": spec.get("tune"), "panel": spec.get("panel"),
+                 **{f"bars[{i}]": k for i, k in enumerate(spec.get("bars") or [])},
+                 **{f"hue[{i}]": k for i, k in enumerate(spec.get("hue") or [])},
+                 **{f"steps.{rule}": k for rule, k in (spec.get("steps") or {}).items()}}
+        for field, key in named.items():
+            if key is not None and key not in columns:
+                raise ConfigError(f"{where}.{field}: {key} is not a column of experiment {exp} (a key no cell "
+                                  f"overrides); fix: use one of {', '.join(sorted(columns))}, or set {key} in a "
+                                  "variant or the grid")
         if not any(matches(c.columns, select) for c in cells[exp]):
             raise ConfigError(f"{where}.select: no cell of experiment {exp} has {_describe(select)}; "
                               "fix: select values that the experiment's grid contains")

@@ -1,4 +1,4 @@
-"""Queueing theory of generalized AsyncSGD: the closed Jackson network, its routing, its experiments.
+"""Queueing theory of generalized AsyncSGD: the closed Jackson network, its routing.
 
 Callers import from the submodule that holds what they need (this package re-exports nothing):
 
@@ -17,10 +17,11 @@ Callers import from the submodule that holds what they need (this package re-exp
     model is not exact), the trainer's prediction and ``resolve_constants`` (the bound's
     constants: given, from a pilot, or defaults).
 ``pilot``
-    ``pilot_constants``: ``A, L, sigma, zeta`` estimated from a short AsyncSGD run.
+    ``pilot_constants``: ``A, L, sigma, zeta`` estimated from a short AsyncSGD run;
+    ``optimal_routing``: a config's ``algorithm.routing: {optimize: ...}`` made a vector when its run starts.
 ``measure``
-    The simulated counterparts, for the workflow's experiments: batch-means standard errors,
-    per-client staleness, update rate, Student-t intervals, ``simulate_all``.
+    The simulated counterparts, for the workflow's figures: batch-means standard errors,
+    per-client staleness, update rate, Student-t intervals.
 ``cli``
     ``afl queue predict | optimize``; it imports the torch modules only when a command runs.
 """

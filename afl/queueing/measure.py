@@ -8,24 +8,14 @@ batch means: the time-ordered series is cut into ``B`` contiguous batches and
 ``SE = sd(batch means) / sqrt(B)``; long batches absorb the autocorrelation of the queue
 (Law & Kelton, *Simulation Modeling and Analysis*, section 9.5.3).
 
-``simulate_all`` runs many configs (in worker processes) for the workflow's experiments.
+The workflow's figures (``workflow/scripts/figure.py``) read them from the cells' tables.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
-
-from afl.config import load_config
-from afl.run.train import train
 
 BATCHES = 40
 WARMUP = 0.1
@@ -84,46 +74,6 @@ def value_at(evals: pd.DataFrame, times, column: str = "test_acc") -> np.ndarray
     k = np.searchsorted(ordered.time.to_numpy(), np.asarray(times, dtype=float), side="right") - 1
     values = ordered[column].to_numpy(dtype=float)
     return np.where(k >= 0, values[np.maximum(k, 0)], np.nan)
-
-
-def _train(raw: dict, changes: dict, out: str) -> dict:
-    overrides = [f"{key}={json.dumps(value)}" for key, value in changes.items()]
-    return train(load_config(raw, overrides), Path(out), progress=False)
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Run the block with one torch thread, then restore the setting.
-
-    Many small models compute faster on one thread each, and on a busy machine idle intra-op
-    threads spin: a tiny MNIST run takes 10x longer with 2 threads on 2 loaded cores.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def simulate_all(runs: list[tuple[dict, dict, Path]], processes: int = 1) -> list[dict]:
-    """``afl.run.train.train`` each ``(raw config, changes, output folder)``; their ``run.json`` dicts, in order.
-
-    ``changes`` maps dotted keys to values (``{"algorithm.routing": [...]}``), applied to the raw
-    config as ``--set`` overrides. With ``processes > 1`` the runs are spread over that many worker processes, each with one
-    torch thread (many small runs scale better over processes than over threads). A folder
-    that already holds a completed run of its config is not run again (``afl.run.train``).
-    """
-    if processes <= 1 or len(runs) <= 1:
-        return [_train(raw, changes, str(out)) for raw, changes, out in runs]
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(processes, len(runs)), mp_context=context,
-                             initializer=_one_thread) as pool:
-        return list(pool.map(_train, *zip(*[(raw, changes, str(out)) for raw, changes, out in runs])))
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float]:

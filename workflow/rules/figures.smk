@@ -2,7 +2,19 @@
 # kind has its own report caption (workflow/report/<kind>.rst); workflow/scripts/figure.py draws.
 
 
-for kind in ("curves", "participation", "staleness", "sampling", "ablation", "target"):
+for kind in (
+    "curves",
+    "participation",
+    "staleness",
+    "sampling",
+    "ablation",
+    "target",
+    "queue_staleness",
+    "throughput",
+    "routing_gain",
+    "concurrency_budget",
+    "minibatch",
+):
 
     rule:
         name:

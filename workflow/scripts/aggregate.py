@@ -6,7 +6,8 @@ columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordin
 (``afl.cluster.pipeline.Cell.columns``: its overrides plus algorithm.name, algorithm.concurrency, seed):
 
 - ``runs``: one row per cell from run.json (status, reason, updates, virtual_time, wall_time,
-  final_test_acc, config_hash);
+  final_test_acc, config_hash, predicted_throughput of the closed Jackson network or null, and
+  ``routing``: the bound's optimal routing's constants as JSON, or null);
 - ``evals``: plus ``round`` = results applied by that version / m;
 - ``updates``: plus ``result`` (0-based order of application) and ``round`` = result // m + 1,
   a round being m results (m = algorithm.concurrency), as for the run's budget;
@@ -24,7 +25,8 @@ import pandas as pd
 from afl.cluster.pipeline import log_to
 from afl.atomic import write_parquet
 
-RUN_FIELDS = ("status", "reason", "updates", "virtual_time", "wall_time", "final_test_acc", "config_hash")
+RUN_FIELDS = ("status", "reason", "updates", "virtual_time", "wall_time", "final_test_acc", "config_hash",
+              "predicted_throughput", "routing")
 
 
 def column_values(values: list) -> list:
@@ -67,7 +69,9 @@ def main(cells: dict, markers: list[str], out: dict) -> None:
         columns = {k: values[k][name] for k in keys}
         run = json.loads((folder / "run.json").read_text())
         status = run["status"]
-        summary = pd.DataFrame([{k: run.get(k) for k in RUN_FIELDS if k != "status"}])
+        fields = {k: run.get(k) for k in RUN_FIELDS if k != "status"}
+        fields["routing"] = json.dumps(fields["routing"]) if fields["routing"] is not None else None
+        summary = pd.DataFrame([fields])
         frames["runs"].append(with_cell(summary, name, status, columns))
         m = int(columns["algorithm.concurrency"])
         updates = rounds(pd.read_parquet(folder / "updates.parquet"), m)

@@ -29,6 +29,8 @@ the mean over seeds with a 95% bootstrap confidence band (seaborn). A diverged c
 under the figure names it.
 """
 
+import dataclasses
+import json
 import math
 import sys
 
@@ -41,6 +43,10 @@ from matplotlib.ticker import MaxNLocator
 
 from afl import figures
 from afl.cluster.pipeline import log_to
+from afl.queueing import measure
+from afl.queueing.network import predict
+from afl.queueing.rounds import expected_max_duration
+from afl.queueing.routing import BoundConstants, bound, optimize_concurrency, optimize_routing
 
 STANDARD = ("algorithm.name", "algorithm.concurrency", "seed")
 SHORT = {"algorithm.concurrency": "m"}
@@ -51,6 +57,7 @@ TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss":
          "grad_norm_sq": "squared gradient norm (Theorem 1)"}
 MODE_LABEL = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
 CI = ("ci", 95)
+Z95 = 1.96
 TIME_POINTS = 150
 PANEL = (4.4, 3.2)  # inches per panel
 
@@ -363,8 +370,382 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     return fig
 
 
+# ----------------------------------------------------------------------------- the second and third seeds
+# Queueing kinds: the closed forms (afl.queueing) evaluated from each cell's own clients table
+# (rate mu_i, routing p_i, predicted E[tau_i]) and run.json (the bound's constants of an optimized
+# routing), beside what the cells measured. Standard errors of one long run: batch means
+# (afl.queueing.measure); over seeds: Student-t intervals. Each kind's numbers come from a
+# ``*_table`` function (tests/test_queueing_figures.py checks them), its drawing from the kind.
+
+
+def routing_name(value) -> str:
+    """A readable name of an ``algorithm.routing`` grid value (JSON text in the tables)."""
+    try:
+        v = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        v = value
+    if v is None or v == "uniform" or isinstance(v, dict) and v.get("power") == 0:
+        return "uniform"
+    if isinstance(v, dict) and v.get("power") is not None:
+        return "p ~ mu (equal loads)" if v["power"] == 1 else f"p ~ mu^{v['power']:g}"
+    if isinstance(v, dict):
+        return f"bound-optimal per {'update' if v['optimize'] == 'update' else 'unit of time'}"
+    return str(v)
+
+
+def routings(names) -> list[str]:
+    """Routing names in plotting order: uniform first."""
+    return [n for n in ["uniform", *sorted(set(names) - {"uniform"})] if n in set(names)]
+
+
+def cell_tables(tables: dict, cell: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One cell's updates, evals and clients (sorted by client)."""
+    pick = {k: tables[k][tables[k]["cell"] == cell] for k in ("updates", "evals", "clients")}
+    return pick["updates"], pick["evals"], pick["clients"].sort_values("client")
+
+
+def network_of(clients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, p)``: a cell's client rates and routing, from its clients table."""
+    return clients["rate"].to_numpy(dtype=float, copy=True), clients["routing_p"].to_numpy(dtype=float, copy=True)
+
+
+def rate_groups(mu: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"all": every client}`` plus one group per distinct rate when there are at most four."""
+    out = {"all": np.ones(len(mu), dtype=bool)}
+    rates = np.unique(mu)
+    if 1 < len(rates) <= 4:
+        out.update({f"rate {r:g}": mu == r for r in rates[::-1]})
+    return out
+
+
+def staleness_table(tables: dict, runs: pd.DataFrame, label_of, warmup: float, batches: int) -> pd.DataFrame:
+    """Per client of every completed cell: ``afl.queueing.measure.staleness_per_client`` (simulated
+    mean after the warm-up, its batch-means SE, updates) beside ``predicted`` (the clients table's
+    closed-form E[tau_i]), ``z`` and ``relative`` = simulated / predicted - 1; ``group`` names the cell."""
+    parts = []
+    for cell in runs.loc[runs["status"] == "completed", "cell"]:
+        updates, _, clients = cell_tables(tables, cell)
+        measured = measure.staleness_per_client(updates, len(clients), warmup, batches)
+        predicted = clients["predicted_staleness"].to_numpy()
+        parts.append(measured.assign(group=f"{label_of[cell]}, n={len(clients)}", cell=cell, predicted=predicted,
+                                     z=(measured["simulated"] - predicted) / measured["se"],
+                                     relative=(measured["simulated"] - predicted) / predicted))
+    return pd.concat(parts, ignore_index=True).dropna(subset=["predicted"])
+
+
+def queue_staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Per client: the simulated mean staleness after the warm-up (batch-means 95% interval) against
+    the closed Jackson network's E[tau_i], one colour per cell (network), and the relative error."""
+    data = staleness_table(tables, runs, label_of, spec.get("warmup", measure.WARMUP),
+                           spec.get("batches", measure.BATCHES))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colours = dict(zip(dict.fromkeys(data["group"]), sns.color_palette("colorblind", data["group"].nunique())))
+    for group, d in data.groupby("group", sort=False):
+        left.errorbar(d["predicted"], d["simulated"], yerr=Z95 * d["se"], fmt="o", ms=3.5, lw=0.8,
+                      color=colours[group], label=group)
+        right.errorbar(d["predicted"], 100 * d["relative"], yerr=100 * Z95 * d["se"] / d["predicted"], fmt="o",
+                       ms=3.5, lw=0.8, color=colours[group])
+    lo, hi = data["predicted"].min() * 0.8, data["predicted"].max() * 1.25
+    left.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="theory: simulated = predicted")
+    left.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted E[tau_i] (server updates)",
+             ylabel="simulated mean staleness (server updates)", title="mean staleness per client")
+    worst = data.loc[data["relative"].abs().idxmax()]
+    right.axhline(0, color="0.3", lw=1, ls="--")
+    right.set(xscale="log", xlabel="predicted E[tau_i] (server updates)", ylabel="simulated / predicted - 1 (%)",
+              title=f"largest |relative error| {100 * abs(worst['relative']):.2f}%")
+    left.legend(fontsize=7, loc="upper left")
+    fig.text(0.5, -0.02, "error bars: 95% intervals (1.96 batch-means standard errors)", ha="center", fontsize=8)
+    print(f"queue_staleness: largest |relative error| {100 * abs(worst['relative']):.2f}% ({worst['group']}); "
+          f"|z| > 3 for {int((data['z'].abs() > 3).sum())} of {len(data)} clients", file=sys.stderr)
+    return fig
+
+
+def throughput_table(tables: dict, runs: pd.DataFrame, hue: str | None, warmup: float,
+                     batches: int) -> tuple[pd.DataFrame, dict]:
+    """Per completed cell (routing named by its ``hue`` value, m): the simulated throughput and the
+    mean staleness of each rate group after the warm-up, batch-means SE, beside the closed forms
+    ``lambda(m)`` and ``sum_{i in g} p_i E[tau_i] / sum_{i in g} p_i``. Also ``{routing: (mu, p)}``."""
+    rows, networks = [], {}
+    for _, r in runs[runs["status"] == "completed"].iterrows():
+        updates, _, clients = cell_tables(tables, r["cell"])
+        mu, p = network_of(clients)
+        name = routing_name(r[hue]) if hue else "routing"
+        networks.setdefault(name, (mu, p))
+        m = int(r["algorithm.concurrency"])
+        theory = predict(mu, p, m)
+        lam, se = measure.update_rate(updates, warmup, batches)
+        rows.append({"routing": name, "m": m, "quantity": "throughput", "group": "all", "simulated": lam, "se": se,
+                     "predicted": theory.throughput})
+        steady = measure.steady_state(updates, warmup)
+        for group, members in rate_groups(mu).items():
+            mean, se = measure.batch_means(steady["staleness"].to_numpy()[members[steady["client"].to_numpy()]],
+                                           batches)
+            rows.append({"routing": name, "m": m, "quantity": "staleness", "group": group, "simulated": mean,
+                         "se": se, "predicted": float((p[members] * theory.relative_delay[members]).sum()
+                                                      / p[members].sum())})
+    return pd.DataFrame(rows), networks
+
+
+def throughput(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Throughput lambda(m) and mean staleness against the concurrency m, one line style per routing
+    (the ``hue`` key): simulated points (batch-means 95% intervals) on the closed forms for every m."""
+    data, networks = throughput_table(tables, runs, (spec.get("hue") or [None])[0],
+                                      spec.get("warmup", measure.WARMUP), spec.get("batches", measure.BATCHES))
+    dense = np.arange(1, data["m"].max() + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    styles = dict(zip(networks, ["-", "--", ":", "-."]))
+    markers = dict(zip(networks, "osD^"))
+    mu0 = next(iter(networks.values()))[0]
+    colours = dict(zip(rate_groups(mu0), sns.color_palette("colorblind", len(rate_groups(mu0)))))
+    for name, (mu, p) in networks.items():
+        predictions = [predict(mu, p, int(m)) for m in dense]
+        d = data[data["routing"] == name]
+        left.plot(dense, [pr.throughput for pr in predictions], color=colours["all"], ls=styles[name],
+                  label=f"theory, {name}")
+        t = d[d["quantity"] == "throughput"]
+        left.errorbar(t["m"], t["simulated"], yerr=Z95 * t["se"], fmt=markers[name], ms=4, color=colours["all"],
+                      label=f"simulation, {name}")
+        for group, members in rate_groups(mu).items():
+            line = [float((p[members] * pr.relative_delay[members]).sum() / p[members].sum()) for pr in predictions]
+            right.plot(dense, line, color=colours[group], ls=styles[name], label=f"{group}, {name}")
+            g = d[(d["quantity"] == "staleness") & (d["group"] == group)]
+            right.errorbar(g["m"], g["simulated"], yerr=Z95 * g["se"], fmt=markers[name], ms=4, color=colours[group])
+    left.set(xlabel="concurrency m (tasks in flight)", ylabel="throughput lambda(m) (updates per unit time)",
+             title=f"throughput, n = {len(mu0)} clients")
+    right.set(xlabel="concurrency m (tasks in flight)", ylabel="mean staleness (server updates)",
+              title="mean staleness of the updates (all = m - 1)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7, title="clients, routing (lines: theory; points: simulation)", title_fontsize=7)
+    fig.text(0.5, -0.02, "error bars: 95% intervals (1.96 batch-means standard errors)", ha="center", fontsize=8)
+    return fig
+
+
+def at_budget(tables: dict, runs: pd.DataFrame, budget: float) -> pd.Series:
+    """Per completed cell: the test accuracy (%) of the model the server holds at virtual time ``budget``."""
+    cells = runs.loc[runs["status"] == "completed", "cell"]
+    return pd.Series({cell: 100 * float(measure.value_at(cell_tables(tables, cell)[1], [budget])[0])
+                      for cell in cells}, dtype=float)
+
+
+def bound_constants(runs: pd.DataFrame) -> dict[str, BoundConstants]:
+    """Per objective: the bound's constants that an optimized-routing cell recorded (run.json ``routing``)."""
+    out = {}
+    for text in runs["routing"].dropna() if "routing" in runs else []:
+        info = json.loads(text)
+        out.setdefault(info["objective"], BoundConstants(
+            **{k: info[k] for k in ("A", "L", "sigma", "zeta", "eta", "T", "time_budget")}))
+    return out
+
+
+def routing_table(tables: dict, runs: pd.DataFrame, budget: float, panel: str,
+                  hue: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(cells, gains)``. ``cells``: each completed cell with ``route`` (its routing's name) and ``acc``, the
+    test accuracy (%) at time ``budget``. ``gains``: per optimized routing and ``panel`` value, the
+    mean over seeds of the accuracy minus uniform routing's with the same seed and ``panel`` value
+    (paired: same data split, initial model and task times), its 95% t-interval, and both means."""
+    acc = at_budget(tables, runs, budget)
+    cells = runs[runs["cell"].isin(acc.index)].assign(acc=lambda d: d["cell"].map(acc),
+                                                      route=lambda d: d[hue].map(routing_name))
+    base = cells[cells["route"] == "uniform"].set_index([panel, "seed"])["acc"]
+    rows = []
+    for (name, value), d in cells[cells["route"] != "uniform"].groupby(["route", panel]):
+        gain = d["acc"].to_numpy() - base.reindex(list(zip(d[panel], d["seed"]))).to_numpy()
+        low, high = measure.t_interval(gain)
+        rows.append({"routing": name, panel: value, "seeds": int(np.isfinite(gain).sum()), "gain": np.nanmean(gain),
+                     "low": low, "high": high, "uniform": base.xs(value, level=0).mean(), "acc": d["acc"].mean()})
+    return cells, pd.DataFrame(rows)
+
+
+def predicted_improvement(mu: np.ndarray, m: int, constants: BoundConstants, objective: str, etas) -> np.ndarray:
+    """The bound's relative improvement ``1 - B(p*) / B(uniform)`` (%) at each step size of ``etas``."""
+    out = []
+    for eta in etas:
+        res = optimize_routing(mu, m, dataclasses.replace(constants, eta=float(eta)), objective)
+        out.append(100 * (1 - res.bound / res.bound_uniform))
+    return np.array(out)
+
+
+def routing_gain(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """The second seed's routing: test accuracy over virtual time and over server updates per
+    routing (rows: values of ``panel``, e.g. the step size), the paired gain at time ``budget`` over
+    uniform routing against the ``panel`` value, and the bound's predicted improvement over a range
+    of step sizes (the constants the cells' pilots measured)."""
+    budget, panel, hue = spec["budget"], spec["panel"], (spec.get("hue") or ["algorithm.routing"])[0]
+    cells, gains = routing_table(tables, runs, budget, panel, hue)
+    names = routings(cells["route"])
+    colours = dict(zip(names, sns.color_palette("colorblind", len(names))))
+    values = sorted(cells[panel].unique())
+    fig, axes = plt.subplots(max(len(values), 2), 3, figsize=(14, 3.8 * max(len(values), 2)), squeeze=False)
+    for row, value in enumerate(values):
+        here = cells[cells[panel] == value]
+        grid = np.linspace(0, budget, TIME_POINTS)
+        over_time, over_updates = [], []
+        for r in here.itertuples(index=False):
+            evals = cell_tables(tables, r.cell)[1]
+            over_time.append(pd.DataFrame({"time": grid, "routing": r.route,
+                                           "acc": 100 * measure.value_at(evals, grid)}))
+            over_updates.append(pd.DataFrame({"version": evals["version"], "routing": r.route,
+                                              "acc": 100 * evals["test_acc"]}))
+        present = [n for n in names if n in set(here["route"])]
+        sns.lineplot(data=pd.concat(over_time), x="time", y="acc", hue="routing", hue_order=present,
+                     palette=colours, errorbar=measure.t_interval, ax=axes[row, 0])
+        axes[row, 0].set(xlabel="virtual wall-clock time", ylabel="test accuracy (%)", ylim=(0, 100),
+                         title=f"{panel.split('.')[-1]} = {value:g}: accuracy over time")
+        sns.lineplot(data=pd.concat(over_updates), x="version", y="acc", hue="routing", hue_order=present,
+                     palette=colours, errorbar=measure.t_interval, ax=axes[row, 1], legend=False)
+        axes[row, 1].set(xlabel="server updates", ylabel="test accuracy (%)", ylim=(0, 100),
+                         title="accuracy over server updates (the per-update view)")
+        axes[row, 0].legend(fontsize=7, title=f"mean of {here['seed'].nunique()} seeds, 95% t-interval",
+                            title_fontsize=7, loc="lower right")
+    print(f"routing_gain: accuracy (%) at time {budget:g}, gain over uniform routing (points, 95% t-interval):\n"
+          f"{gains.to_string(index=False)}", file=sys.stderr)
+    ax = axes[0, 2]
+    for name, d in gains.groupby("routing"):
+        ax.errorbar(d[panel], d["gain"], yerr=[d["gain"] - d["low"], d["high"] - d["gain"]], fmt="o-", capsize=3,
+                    color=colours[name], label=name)
+    ax.axhline(0, color="0.3", lw=1)
+    ax.set(xscale="log", xlabel=panel, ylabel=f"accuracy gain at time {budget:g} (points)",
+           title="measured gain over uniform (paired by seed, 95% t-interval)")
+    ax.legend(fontsize=7)
+    ax = axes[1, 2]
+    mu, _ = network_of(cell_tables(tables, cells["cell"].iloc[0])[2])
+    m = int(cells["algorithm.concurrency"].iloc[0])
+    etas = np.geomspace(min(values) / 8, max(values) * 8, 25)
+    for objective, constants in bound_constants(cells).items():
+        name = routing_name({"optimize": objective})
+        ax.plot(etas, predicted_improvement(mu, m, constants, objective, etas), color=colours.get(name, "0.3"),
+                ls="--", label=f"bound: {name}")
+    for value in values:
+        ax.axvline(value, color="0.6", lw=0.8)
+    ax.set(xscale="log", xlabel=f"{panel} (eta of the bound)", ylabel="predicted 1 - B(p*)/B(uniform) (%)",
+           title="the bound's predicted improvement (pilot's constants; grey: the runs)")
+    ax.legend(fontsize=7)
+    for row in range(2, len(values)):
+        axes[row, 2].set_visible(False)
+    return fig
+
+
+def concurrency_table(tables: dict, runs: pd.DataFrame, budget: float, hue: str) -> tuple[pd.DataFrame, dict]:
+    """``(cells, marks)``: each completed cell with ``route`` (its routing's name) and ``acc`` (%) at time ``budget``;
+    ``marks``: the bound's best m for uniform routing (``uniform``) and its joint optimum of m and p
+    (``joint``, ``afl.queueing.routing.optimize_concurrency``), both per unit of time with the
+    constants of the cells' pilots, over m = 1 .. the largest m run (empty without such constants)."""
+    acc = at_budget(tables, runs, budget)
+    cells = runs[runs["cell"].isin(acc.index)].assign(acc=lambda d: d["cell"].map(acc),
+                                                      route=lambda d: d[hue].map(routing_name))
+    constants = bound_constants(cells).get("time")
+    if constants is None:
+        return cells, {}
+    mu, _ = network_of(cell_tables(tables, cells["cell"].iloc[0])[2])
+    ms = list(range(1, int(cells["algorithm.concurrency"].max()) + 1))
+    uniform = np.full(len(mu), 1.0 / len(mu))
+    bounds = {m: float(bound(mu, uniform, m, constants, "time")) for m in ms}
+    return cells, {"uniform": min(bounds, key=bounds.get), "joint": optimize_concurrency(mu, ms, constants, "time").m}
+
+
+def concurrency_budget(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Concurrency m as a design choice: test accuracy at the virtual time ``budget`` against m, one
+    line per routing (mean over seeds, 95% t-interval), with the bound's best m marked."""
+    budget = spec["budget"]
+    cells, marks = concurrency_table(tables, runs, budget, (spec.get("hue") or ["algorithm.routing"])[0])
+    names = routings(cells["route"])
+    colours = dict(zip(names, sns.color_palette("colorblind", len(names))))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    sns.lineplot(data=cells, x="algorithm.concurrency", y="acc", hue="route", hue_order=names, palette=colours,
+                 errorbar=measure.t_interval, marker="o", ax=ax)
+    if marks:
+        ax.axvline(marks["uniform"], color=colours["uniform"], ls="--", lw=1.2,
+                   label=f"bound's best m, uniform routing: {marks['uniform']}")
+        ax.axvline(marks["joint"], color=colours.get(routing_name({"optimize": "time"}), "0.3"), ls=":", lw=1.5,
+                   label=f"bound's joint optimum of m and p: m = {marks['joint']}")
+    best = cells.groupby(["route", "algorithm.concurrency"])["acc"].mean().groupby(level=0).idxmax()
+    print(f"concurrency_budget: bound's best m {marks}; measured best m "
+          + ", ".join(f"{name}: {key[1]}" for name, key in best.items()), file=sys.stderr)
+    ax.set(xscale="log", xlabel="concurrency m (tasks in flight)", ylabel=f"test accuracy at time {budget:g} (%)",
+           ylim=(0, 100), title=f"accuracy at a fixed time budget (mean of {cells['seed'].nunique()} seeds, 95% t-interval)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+METHODS = {"asyncsgd": "asynchronous SGD", "sfl": "mini-batch SGD"}
+ROUND_BATCHES = 10  # batch means of a few dozen synchronous rounds
+
+
+def minibatch_table(tables: dict, runs: pd.DataFrame, steps: dict,
+                    warmup: float, batches: int) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """``(cells, best, timing)``. ``cells``: each completed cell with ``method``, ``step`` (the key
+    ``steps[algorithm.name]``) and ``final``, its accuracy (%) at the end (the shortest run's last
+    evaluation). ``best``: per method, the step of the highest mean ``final``. ``timing``: per method,
+    the simulated time per C gradients (C = algorithm.concurrency; mean over cells, batch-means SE)
+    beside the closed forms: the mean task duration (asynchronous) and ``E[max]`` of C distinct
+    clients' durations (mini-batch, ``afl.queueing.rounds.expected_max_duration``)."""
+    cells = runs[runs["status"] == "completed"].copy()
+    cells["method"] = cells["algorithm.name"].map(METHODS)
+    cells["step"] = [r[steps[r["algorithm.name"]]] for _, r in cells.iterrows()]
+    evals = tables["evals"][tables["evals"]["cell"].isin(cells["cell"])]
+    end = float(evals.groupby("cell")["time"].max().min())
+    cells["final"] = cells["cell"].map(at_budget(tables, cells, end))
+    best = cells.groupby(["method", "step"])["final"].mean().groupby(level=0).idxmax().map(lambda key: key[1])
+    c = int(cells["algorithm.concurrency"].iloc[0])
+    durations = 1.0 / network_of(cell_tables(tables, cells["cell"].iloc[0])[2])[0]
+    theory = {METHODS["asyncsgd"]: float(durations.mean()), METHODS["sfl"]: expected_max_duration(durations, c)}
+    rows = []
+    for r in cells.itertuples(index=False):
+        updates = cell_tables(tables, r.cell)[0]
+        rate, se = measure.update_rate(updates, warmup, batches)  # server versions per unit time
+        per_version = len(updates) / updates["version"].nunique()  # gradients per version: 1 or C
+        per_c = c / (rate * per_version)
+        rows.append({"method": r.method, "simulated": per_c, "se": per_c * se / rate})
+    timing = pd.DataFrame(rows).groupby("method").agg(simulated=("simulated", "mean"), se=("se", "mean"))
+    timing["theory"] = timing.index.map(theory)
+    return cells.assign(end=end), best, timing
+
+
+def minibatch(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Asynchronous vs mini-batch SGD over wall-clock time (Koloskova et al.'s example), each with its
+    step tuned on a grid (``steps``: the step key of each algorithm.name). Panels: gradients applied
+    over time against the closed forms; accuracy over time at each method's best step; the final
+    accuracy against the step (the tuning)."""
+    cells, best, timing = minibatch_table(tables, runs, spec["steps"], spec.get("warmup", measure.WARMUP),
+                                          spec.get("batches", ROUND_BATCHES))
+    end, c = float(cells["end"].iloc[0]), int(cells["algorithm.concurrency"].iloc[0])
+    colours = dict(zip(METHODS.values(), sns.color_palette("colorblind", len(METHODS))))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    grid = np.linspace(0, end, TIME_POINTS)
+    counts, curves = [], []
+    for r in cells.itertuples(index=False):
+        updates, evals, _ = cell_tables(tables, r.cell)
+        counts.append(pd.DataFrame({"time": grid, "method": r.method,
+                                    "gradients": np.searchsorted(np.sort(updates["time"].to_numpy()), grid, "right")}))
+        if r.step == best[r.method]:
+            curves.append(pd.DataFrame({"time": grid, "acc": 100 * measure.value_at(evals, grid),
+                                        "method": r.method}))
+    sns.lineplot(data=pd.concat(counts), x="time", y="gradients", hue="method", palette=colours, errorbar=None,
+                 ax=axes[0])
+    for method, style in ((METHODS["asyncsgd"], ":"), (METHODS["sfl"], "--")):
+        if method in timing.index:
+            duration = timing.at[method, "theory"]
+            axes[0].plot(grid, c * grid / duration, color="0.3", ls=style, lw=1,
+                         label=f"theory: {c} per {duration:.2f} ({'mean' if style == ':' else 'E[max]'})")
+    axes[0].set(xlabel="virtual wall-clock time", ylabel="gradients applied", title=f"throughput, C = {c}")
+    axes[0].legend(fontsize=7)
+    sns.lineplot(data=pd.concat(curves), x="time", y="acc", hue="method", palette=colours,
+                 errorbar=measure.t_interval, ax=axes[1])
+    axes[1].set(xlabel="virtual wall-clock time", ylabel="test accuracy (%)", ylim=(0, 100),
+                title=f"accuracy over time at each method's best step ({cells['seed'].nunique()} seeds)")
+    axes[1].legend(fontsize=7, loc="lower right", title="best step: " + ", ".join(
+        f"{m.split()[0]} {s:g}" for m, s in best.items()), title_fontsize=7)
+    sns.pointplot(data=cells, x="step", y="final", hue="method", palette=colours, errorbar=measure.t_interval,
+                  native_scale=True, log_scale=(True, False), capsize=0.1, ax=axes[2])
+    axes[2].set(xlabel="step size (asynchronous: algorithm.server_lr; mini-batch: client.lr)", ylim=(0, 100),
+                ylabel=f"test accuracy at time {end:g} (%)", title="each method's step-size grid (95% t-interval)")
+    print(f"minibatch: time per {c} gradients (simulated, theory):\n{timing.to_string()}\nbest steps: "
+          + ", ".join(f"{m} {s:g}" for m, s in best.items()), file=sys.stderr)
+    return fig
+
 KINDS = {"curves": curves, "participation": participation, "staleness": staleness, "sampling": sampling,
-         "ablation": ablation, "target": target}
+         "ablation": ablation, "target": target, "queue_staleness": queue_staleness, "throughput": throughput,
+         "routing_gain": routing_gain, "concurrency_budget": concurrency_budget, "minibatch": minibatch}
 
 
 def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None:
