@@ -356,6 +356,8 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         hollow = rows[~rows["hit"]]
         axes[0].scatter(hollow["tau_max"], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
         axes[1].plot(by_x["tau_max"], by_x["tau_avg"], marker="o", color=colours[method])
+        print(f"target: {method}: updates until {metric_name} <= {goal:g} (mean over seeds, 95% half-width; "
+              f"never-reached runs count their budget):\n{by_x.assign(half=half).to_string()}", file=sys.stderr)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("tau_max: largest staleness of the run (server updates)")
@@ -363,7 +365,7 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     axes[0].set_ylabel("server updates")
     axes[0].set_title(f"updates until {metric_name} <= {goal:g}\n(95% interval over seeds; hollow: never reached)")
     axes[1].set_ylabel("tau_avg: mean staleness")
-    axes[1].set_title("the average delay stays put")
+    axes[1].set_title("tau_avg: the mean staleness of the same runs")
     axes[0].legend(frameon=False, fontsize=8)
     if notes:
         fig.text(0.01, -0.02, "; ".join(notes), ha="left", va="top", fontsize=8)
@@ -614,12 +616,18 @@ def routing_gain(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     for objective, constants in bound_constants(cells).items():
         name = routing_name({"optimize": objective})
         ax.plot(etas, predicted_improvement(mu, m, constants, objective, etas), color=colours.get(name, "0.3"),
-                ls="--", label=f"bound: {name}")
+                ls="--", label=f"{name}: constants of the pilot at eta = {constants.eta:g}")
+    recorded = [json.loads(text) for text in cells["routing"].dropna()]
+    for objective in dict.fromkeys(info["objective"] for info in recorded):
+        points = {info["eta"]: 100 * (1 - info["bound"] / info["bound_uniform"])
+                  for info in recorded if info["objective"] == objective}
+        ax.plot(list(points), list(points.values()), "o", color=colours.get(routing_name({"optimize": objective}), "0.3"),
+                label=f"{routing_name({'optimize': objective})}: each run's own pilot")
     for value in values:
         ax.axvline(value, color="0.6", lw=0.8)
     ax.set(xscale="log", xlabel=f"{panel} (eta of the bound)", ylabel="predicted 1 - B(p*)/B(uniform) (%)",
-           title="the bound's predicted improvement (pilot's constants; grey: the runs)")
-    ax.legend(fontsize=7)
+           title="the bound's predicted improvement (grey: the step sizes run)")
+    ax.legend(fontsize=6, loc="upper left")
     for row in range(2, len(values)):
         axes[row, 2].set_visible(False)
     return fig
