@@ -112,7 +112,7 @@ class StalenessConfig:
 class RoutingConfig:
     """A routing rule instead of a list of probabilities: ``p_i ~ mu_i^power`` of the run's client
     rates, or the optimum of the routing bound (``afl.queueing.routing``) with constants from a
-    pilot run, computed when the run starts (``afl.queueing.pilot.optimal_routing``)."""
+    pilot run, computed when the run starts (``afl.run.pilot.optimal_routing``)."""
     power: float | None = _key("p_i proportional to mu_i^power (0: uniform, 1: equal loads)")
     optimize: str | None = _key("the bound's optimum per server update or per unit of wall-clock time",
                                 None, ROUTING_OBJECTIVES)
@@ -638,12 +638,12 @@ def routing_probabilities(routing, n: int) -> list[float]:
 def routing_vector(routing, rates) -> np.ndarray:
     """p as an array for clients of speeds ``rates``: ``routing_probabilities``, or ``p_i ~ mu_i^a``
     of ``{power: a}`` (``afl.sim.selection.power_routing``). The bound's optimum (``{optimize: ...}``)
-    needs a pilot run: ``afl.queueing.pilot.optimal_routing`` resolves it before the run is built."""
+    needs a pilot run: ``afl.run.pilot.optimal_routing`` resolves it before the run is built."""
     rates = np.asarray(rates, dtype=float)
     if isinstance(routing, RoutingConfig):
         if routing.power is None:
             raise ConfigError("algorithm.routing: the bound's optimum is computed by a pilot when the run starts; "
-                              "fix: resolve it with afl.queueing.pilot.optimal_routing first")
+                              "fix: resolve it with afl.run.pilot.optimal_routing first")
         return power_routing(rates, routing.power)
     return np.asarray(routing_probabilities(routing, len(rates)), dtype=float)
 

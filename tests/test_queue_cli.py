@@ -14,7 +14,7 @@ import yaml
 from afl.cli import main
 from afl.config import load_config, to_dict
 from afl.queueing.model import network
-from afl.queueing.pilot import pilot_constants, resolve_constants
+from afl.run.pilot import pilot_constants, resolve_constants
 from afl.queueing.network import mva, predict, throughput
 from afl.queueing.routing import BoundConstants, bound
 from afl.run.train import train

@@ -14,14 +14,14 @@ Callers import from the submodule that holds what they need (this package re-exp
     The synchronous round: ``expected_max_duration``, the slowest of ``c`` task durations.
 ``model``
     A config read as a network: ``network(cfg) = (mu, p, m)``, ``jackson_reasons`` (where the
-    model is not exact), the trainer's prediction and ``resolve_constants`` (the bound's
-    constants: given, from a pilot, or defaults).
-``pilot``
-    ``pilot_constants``: ``A, L, sigma, zeta`` estimated from a short AsyncSGD run;
-    ``optimal_routing``: a config's ``algorithm.routing: {optimize: ...}`` made a vector when its run starts.
+    model is not exact) and the trainer's prediction.
 ``measure``
     The simulated counterparts, for the workflow's figures: batch-means standard errors,
     per-client staleness, update rate, Student-t intervals.
 ``cli``
     ``afl queue predict | optimize``; it imports the torch modules only when a command runs.
+
+The bound's constants from a pilot run (``resolve_constants``, ``optimal_routing``) live in
+``afl.run.pilot``: a pilot is a run, and this package sits below ``afl.run`` (only ``cli``
+drives runs).
 """

@@ -12,7 +12,7 @@ update-weighted mean staleness ``sum_i p_i E[tau_i] = m - 1``.
 ``optimize`` minimises the working bound ``B(p)`` (``afl.queueing.routing.bound``) per update
 (``--objective update``) or per unit of wall-clock time (``--objective time``) and writes
 ``{"p": [...], "objective": ..., "predicted": {...}}`` for ``algorithm.routing: FILE``.
-Its constants come from flags, from a pilot run (``--pilot N``, ``afl.queueing.pilot``), or
+Its constants come from flags, from a pilot run (``--pilot N``, ``afl.run.pilot``), or
 from the defaults of a unit-scale problem.
 """
 
@@ -180,7 +180,7 @@ def _change(new: float, old: float) -> str:
 def cmd_optimize(args) -> int:
     # Imported here, not at the top, to keep torch off `afl`'s startup (`afl --help`, `afl validate`).
     from afl.queueing.model import jackson_reasons, network
-    from afl.queueing.pilot import resolve_constants
+    from afl.run.pilot import resolve_constants
     from afl.queueing.network import predict
     from afl.queueing.routing import optimize_routing
 

@@ -9,7 +9,7 @@ with a buffer of 1), routing or with-replacement selection, exponential compute 
 download/upload times; ``jackson_reasons`` lists how a config departs from that. Used by the
 trainer (``trainer_prediction``), ``afl queue`` (``afl.queueing.cli``) and the queueing experiments.
 The constants of the bound ``B(p)`` (``afl.queueing.routing``) come from
-``afl.queueing.pilot.resolve_constants``.
+``afl.run.pilot.resolve_constants``.
 """
 
 from __future__ import annotations

@@ -11,4 +11,8 @@
     What a run records (the update, eval and client tables; ``run.json``).
 ``checkpoint``
     A run's whole state in one file, written atomically, loaded without code execution.
+``pilot``
+    The routing bound's constants ``A, L, sigma, zeta`` from a short AsyncSGD run
+    (``pilot_constants``, ``resolve_constants``), and ``optimal_routing``: a config's
+    ``algorithm.routing: {optimize: ...}`` made a vector when its run starts.
 """

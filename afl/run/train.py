@@ -20,7 +20,7 @@ from afl.config import Config, config_hash, to_dict
 from afl.errors import AflError
 from afl.learning.models import evaluate
 from afl.queueing.model import trainer_prediction
-from afl.queueing.pilot import optimal_routing
+from afl.run.pilot import optimal_routing
 from afl import atomic
 from afl.run import checkpoint, recorder
 from afl.run.build import build

@@ -3,9 +3,9 @@
 The working bound ``B(p)`` of ``afl.queueing.routing.bound`` (Alahyane et al. 2025) needs the
 initial gap ``A``, the smoothness ``L``, the gradient noise ``sigma`` and the client
 heterogeneity ``zeta`` of the problem. ``pilot_constants`` measures them on the config's own
-data and model, along the trajectory of a few AsyncSGD updates;
-``afl.queueing.model.resolve_constants`` calls it for ``afl queue optimize --pilot N`` and the
-cells whose ``algorithm.routing`` is the bound's optimum (``optimal_routing``).
+data and model, along the trajectory of a few AsyncSGD updates; ``resolve_constants`` calls it
+for ``afl queue optimize --pilot N`` and for the runs whose ``algorithm.routing`` is the bound's
+optimum (``optimal_routing``, called by ``afl.run.train`` before it builds the run).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def resolve_constants(cfg, given: dict | None = None, pilot: int | None = None, 
     """The ``BoundConstants`` of ``cfg``'s routing problem and where each came from.
 
     ``A, L, sigma, zeta, eta``: ``given`` (a dict; missing keys are not given), else estimated
-    by a pilot of ``pilot`` AsyncSGD updates (``afl.queueing.pilot``; ``eta`` is then the run's
+    by a pilot of ``pilot`` AsyncSGD updates (``afl.run.pilot``; ``eta`` is then the run's
     ``algorithm.server_lr``), else ``BoundConstants``' unit-scale defaults. ``T`` (updates of
     objective ``update``): ``updates``, else the run's update/round budget, else
     ``lambda(uniform) * run.time``, else the default 1000. ``time_budget`` (objective ``time``):
