@@ -682,8 +682,9 @@ def reference() -> list[tuple[str, str, str]]:
             if f.metadata["choices"]:
                 help_ += f" ({' | '.join(f.metadata['choices'])})"
             rows.append((key, "unset" if default is None else json.dumps(default), help_))
-            for inner in (a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)):  # a mapping form
-                walk(inner, key + ".")
+            if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+                for inner in (a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)):  # a mapping form
+                    walk(inner, key + ".")
 
     walk(Config, "")
     return rows
