@@ -1,0 +1,144 @@
+"""``afl plan``: what a workflow config will ask of a cluster, before anything is submitted.
+
+Per experiment: its cells, how many of them still need to run (no finished run in their
+folder), the SLURM jobs that makes, each job's resources (``cluster/slurm.yaml`` with the
+workflow config's and the experiment's ``slurm`` layers), and the estimated work of a cell:
+the samples it trains on and evaluates, times the model's FLOPs per sample
+(``afl.learning.models.flops_per_sample``; a training sample costs three forward passes, forward
+and backward). A user picks ``time_min`` from it (work / the device's sustained FLOP rate).
+
+Samples of a cell: results x samples per result + evaluations x test samples, where
+
+- results: ``run.updates`` x the rule's results per update, ``run.rounds`` x m, or, for a time
+  budget, ``run.time`` x the closed Jackson network's throughput (an estimate outside its setting);
+- samples per result: the batch of a gradient rule's single step, else ``client.steps`` x the batch,
+  or ``client.epochs`` x the mean shard (the training set over the clients);
+- evaluations: the planned server updates over ``run.eval_every``, plus the one at the start.
+
+The null workload (``run.workload: none``) trains nothing: its work is 0. The estimate loads
+torch once, for the models' FLOPs; it is a command, not a process that waits on the login node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from afl import rules
+from afl.cluster.pipeline import Cell, expand, slurm_settings
+from afl.config import Config, RoutingConfig, load_config, read_yaml
+
+# Training and test set sizes, input shape and classes of the datasets read from files.
+DATASETS = {"mnist": (60_000, 10_000, (1, 28, 28), 10), "cifar10": (50_000, 10_000, (3, 32, 32), 10)}
+TRAIN_PASSES = 3  # a training sample: one forward and a backward of about twice its cost
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """A cell's estimated work: samples trained on, samples evaluated, FLOPs of each kind."""
+
+    train_samples: float
+    eval_samples: float
+    flops: float
+
+
+def _data(cfg: Config) -> tuple[int, int, tuple[int, ...], int]:
+    d = cfg.data
+    if d.name == "synthetic":
+        from afl.data import synthetic  # the generated set's size depends on the seed
+
+        ds = synthetic.generate(d.num_clients, d.synthetic_alpha, d.synthetic_beta, cfg.seed)
+        train, test, shape, classes = len(ds.train_y), len(ds.test_y), tuple(ds.input_shape), ds.num_classes
+    else:
+        train, test, shape, classes = DATASETS[d.name]
+    return (min(train, d.train_subset or train), min(test, d.test_subset or test), shape, classes)
+
+
+def results_of(cfg: Config) -> float:
+    """Results (tasks) a cell applies: from its update or round budget, else time x throughput."""
+    a, run = cfg.algorithm, cfg.run
+    batch = rules.get(a.name).batch(a)
+    budgets = [run.updates * batch] if run.updates is not None else []
+    if run.rounds is not None:
+        budgets.append(run.rounds * a.concurrency)
+    if budgets:
+        return float(min(budgets))
+    from afl.queueing.model import network
+    from afl.queueing.network import predict
+
+    if isinstance(a.routing, RoutingConfig) and a.routing.optimize is not None:
+        a = dataclasses.replace(a, routing="uniform")  # the optimum is known only after its pilot
+    mu, p, m = network(dataclasses.replace(cfg, algorithm=a))
+    return float(run.time * predict(mu, p, m).throughput)
+
+
+def work_of(cfg: Config, flops_cache: dict) -> Work:
+    """The estimated work of one cell (see the module docstring)."""
+    if cfg.run.workload == "none":
+        return Work(0.0, 0.0, 0.0)
+    train, test, shape, classes = _data(cfg)
+    a, c = cfg.algorithm, cfg.client
+    if rules.get(a.name).gradient:
+        per_result = c.batch_size
+    elif c.steps is not None:
+        per_result = c.steps * c.batch_size
+    else:
+        per_result = (c.epochs or 1) * train / cfg.data.num_clients
+    results = results_of(cfg)
+    updates = results / rules.get(a.name).batch(a)
+    evals = (math.floor(updates / cfg.run.eval_every) + 1) * test
+    key = (cfg.model.name, shape, classes)
+    if key not in flops_cache:
+        import torch
+
+        from afl.learning import models
+
+        flops_cache[key] = models.flops_per_sample(
+            models.build(cfg.model.name, classes, shape, torch.Generator().manual_seed(0)), shape)
+    forward = flops_cache[key]
+    train_samples = results * per_result
+    return Work(train_samples, float(evals), TRAIN_PASSES * forward * train_samples + forward * evals)
+
+
+def finished(cell: Cell, results: Path) -> bool:
+    """Whether the cell's folder holds its outcome (``launch.json``: a finished run)."""
+    return (results / cell.experiment / cell.name / "launch.json").is_file()
+
+
+def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
+    """One row per experiment of a workflow config: cells, pending, jobs, resources, work per cell."""
+    results = Path(config.get("results", "results"))
+    cells = expand(config.get("experiments") or {}, root)
+    cache: dict = {}
+    rows = []
+    for name, these in cells.items():
+        spec = config["experiments"][name]
+        slurm = slurm_settings(defaults, config.get("slurm"), spec.get("slurm"))
+        bases = {path: read_yaml(path) for path in {cell.config for cell in these}}
+        works = [work_of(load_config(bases[cell.config], list(cell.sets)), cache) for cell in these]
+        flops = np.array([w.flops for w in works])
+        pending = sum(not finished(cell, results) for cell in these)
+        rows.append({"experiment": name, "cells": len(these), "pending": pending, "jobs": pending,
+                     "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
+                     "train_samples": float(np.median([w.train_samples for w in works])),
+                     "tflop_median": float(np.median(flops)) / 1e12, "tflop_max": float(flops.max()) / 1e12,
+                     "tflop_total": float(flops.sum()) / 1e12})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The plan as a fixed-width table with a total line."""
+    header = ["experiment", "cells", "pending", "jobs", "gpus", "cpus", "time_min", "samples/cell",
+              "TFLOP/cell (median)", "TFLOP/cell (max)", "TFLOP (all)"]
+    body = [[r["experiment"], r["cells"], r["pending"], r["jobs"], r["gpus"], r["cpus"], r["time_min"],
+             f"{r['train_samples']:.3g}", f"{r['tflop_median']:.3g}", f"{r['tflop_max']:.3g}",
+             f"{r['tflop_total']:.3g}"] for r in rows]
+    body.append(["all", sum(r["cells"] for r in rows), sum(r["pending"] for r in rows),
+                 sum(r["jobs"] for r in rows), "", "", "", "", "", "", f"{sum(r['tflop_total'] for r in rows):.3g}"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
+             for row in [header, *body]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
