@@ -191,3 +191,14 @@ def test_async_vs_minibatch_timing_matches_koloskova(grid):
     applied = t["updates"].groupby("cell").size()
     method = t["runs"].set_index("cell")["algorithm.name"]
     assert applied[method == "asyncsgd"].item() > 1.5 * applied[method == "sfl"].item()
+
+
+def test_first_reached_by_hand():
+    """The target kind's measure: the first version where the mean of the last k evaluations is <= goal."""
+    fig = figure_module()
+    evals = pd.DataFrame({"cell": ["a"] * 5 + ["b"] * 3, "version": [0, 10, 20, 30, 40, 0, 10, 20],
+                          "grad_norm_sq": [3.0, 0.4, 2.0, 0.2, 0.3, 1.0, 0.9, 0.8]})
+    assert fig.first_reached(evals, "grad_norm_sq", 0.5, 1).to_dict() == {"a": 10}
+    # Means of the last two: 3, 1.7, 1.2, 1.1, 0.25.
+    assert fig.first_reached(evals, "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}
+    assert fig.first_reached(evals.iloc[::-1], "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}  # any row order

@@ -13,8 +13,8 @@ Kinds (``figures.<name>.kind`` in the workflow config):
 - ``staleness``: histogram of the staleness of applied results, one panel per algorithm (group).
 - ``ablation``: bars of final test accuracy, one per combination of the ``bars`` keys, one panel per
   value of the ``panel`` key (mean of each run's last quarter of evaluations; mean over seeds).
-- ``target``: server updates until an evaluated metric (``metric``, e.g. grad_norm_sq) first
-  reaches ``target``, against each run's largest staleness, one line per combination of the
+- ``target``: server updates until an evaluated metric (``metric``, e.g. grad_norm_sq; its mean
+  over the last ``smooth`` evaluations) first reaches ``target``, against each run's largest staleness, one line per combination of the
   ``hue`` keys, optionally with the best value of a ``tune`` key per group and ``x_key`` value.
 - ``sampling``: the first seed's sampling analysis, from cells with ``run.sampling_draws``: server
   loss over rounds per group (selection mode and m); the variance of the mean of m clients'
@@ -313,6 +313,15 @@ def ablation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pale
     return fig
 
 
+def first_reached(evals: pd.DataFrame, metric: str, goal: float, smooth: int = 1) -> pd.Series:
+    """Per cell: the first server version at which the mean of ``metric`` over the last ``smooth``
+    evaluations (fewer at the start) is at most ``goal``; cells that never get there are absent.
+    ``smooth = 1`` is the first evaluation at or below the goal."""
+    ordered = evals.sort_values(["cell", "version"])
+    level = ordered.groupby("cell")[metric].transform(lambda x: x.rolling(smooth, min_periods=1).mean())
+    return ordered[level <= goal].groupby("cell")["version"].min()
+
+
 def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     """Server updates until the evaluated ``metric`` first reaches ``target`` (at most), against the
     run's largest staleness ``tau_max``, one line per group of the ``hue`` keys. With ``tune`` (a
@@ -324,12 +333,14 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     finished = runs.loc[runs["status"] == "completed"].set_index("cell")
     evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
     updates = tables["updates"][tables["updates"]["cell"].isin(finished.index)]
-    reached = evals[evals[metric_name] <= goal].groupby("cell")["version"].min()
+    reached = first_reached(evals, metric_name, goal, spec.get("smooth", 1))
     budget = updates.groupby("cell")["version"].max()
     per = finished.assign(to_target=reached.reindex(finished.index), budget=budget.reindex(finished.index),
                           tau_max=updates.groupby("cell")["staleness"].max().reindex(finished.index),
                           tau_avg=updates.groupby("cell")["staleness"].mean().reindex(finished.index))
     per["hit"] = per["to_target"].notna()
+    smooth = spec.get("smooth", 1)
+    measure_text = metric_name if smooth == 1 else f"mean {metric_name} of the last {smooth} evaluations"
     per["cost"] = per["to_target"].fillna(per["budget"])
     per["method"] = per[hue].astype(str).apply(lambda row: ", ".join(row), axis=1)
     notes = []
@@ -356,14 +367,14 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         hollow = rows[~rows["hit"]]
         axes[0].scatter(hollow["tau_max"], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
         axes[1].plot(by_x["tau_max"], by_x["tau_avg"], marker="o", color=colours[method])
-        print(f"target: {method}: updates until {metric_name} <= {goal:g} (mean over seeds, 95% half-width; "
+        print(f"target: {method}: updates until {measure_text} <= {goal:g} (mean over seeds, 95% half-width; "
               f"never-reached runs count their budget):\n{by_x.assign(half=half).to_string()}", file=sys.stderr)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("tau_max: largest staleness of the run (server updates)")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("server updates")
-    axes[0].set_title(f"updates until {metric_name} <= {goal:g}\n(95% interval over seeds; hollow: never reached)")
+    axes[0].set_title(f"updates until {measure_text} <= {goal:g}\n(95% interval over seeds; hollow: never reached)")
     axes[1].set_ylabel("tau_avg: mean staleness")
     axes[1].set_title("tau_avg: the mean staleness of the same runs")
     axes[0].legend(frameon=False, fontsize=8)
