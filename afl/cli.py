@@ -84,32 +84,6 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; fix: see `{self.prog} --help`\n")
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    """``extra`` merged into ``base`` key by key, as Snakemake merges several --configfile."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def cmd_plan(args) -> int:
-    from afl.cluster import plan
-    from afl.config import read_yaml
-
-    config: dict = {}
-    for path in args.configfile:
-        config = _merge(config, read_yaml(path))
-    if args.results:
-        config["results"] = args.results
-    repo = Path(__file__).resolve().parents[1]
-    rows = plan.plan(config, repo, Path(args.slurm_defaults))
-    print(plan.table(rows))
-    print(f"one SLURM job per pending cell; work: samples x FLOPs per sample of the model ({plan.TRAIN_PASSES} "
-          "forward passes per training sample, 1 per test sample): divide by your device's sustained FLOP/s "
-          "for a time_min")
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="afl", description="Asynchronous federated learning in virtual time.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,18 +124,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the patterns and images (default 0)")
     st.set_defaults(func=cmd_data_standin)
 
-    pl = sub.add_parser("plan", help="a workflow config's cells, jobs and estimated work per cell, before submitting")
-    pl.add_argument("configfile", nargs="+", help="workflow config(s), merged in order as snakemake --configfile")
-    pl.add_argument("--results", help="the results folder to look for finished cells in (default: the config's)")
-    pl.add_argument("--slurm-defaults", default=str(Path(__file__).resolve().parents[1] / "cluster" / "slurm.yaml"),
-                    help="SLURM settings file (default: %(default)s)")
-    pl.set_defaults(func=cmd_plan)
-
-    from afl.cluster import launch
+    from afl.cluster import launch, plan
     from afl.queueing import cli as queue_cli
 
     queue_cli.add_parser(sub, config_args)
     launch.add_parser(sub, config_args)
+    plan.add_parser(sub)
     return p
 
 

@@ -30,12 +30,11 @@ import yaml
 from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
 
 from afl.atomic import write_json
-from afl.cluster.pipeline import slurm_settings
+from afl.cluster.pipeline import DEFAULT_SLURM, slurm_settings
 from afl.config import Config, config_hash, load_config, to_dict
 from afl.errors import AflError
 from afl.run import checkpoint
 
-DEFAULT_SLURM = Path(__file__).resolve().parents[2] / "cluster" / "slurm.yaml"  # the repository's cluster/
 SUMMARY = ("status", "reason", "config_hash", "updates", "virtual_time", "wall_time", "final_test_acc")
 # sacct states of a job that may still produce a result (anything else is final).
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",

@@ -30,6 +30,8 @@ from afl.config import config_hash, load_config, read_yaml, to_dict
 from afl.errors import ConfigError
 
 # Columns every aggregated table carries, whether or not the grid varies them.
+REPO = Path(__file__).resolve().parents[2]  # the repository: relative experiment configs start here
+DEFAULT_SLURM = REPO / "cluster" / "slurm.yaml"  # the site's SLURM settings of a cell
 STANDARD_COLUMNS = ("algorithm.name", "algorithm.concurrency", "seed")
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "gpus", "cpus", "mem_gb", "time_min",
               "max_requeue", "signal_delay_s", "additional")

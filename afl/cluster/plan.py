@@ -22,13 +22,14 @@ torch once, for the models' FLOPs; it is a command, not a process that waits on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
 from afl import rules
-from afl.cluster.pipeline import Cell, expand, slurm_settings
+from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings
 from afl.config import Config, RoutingConfig, load_config, read_yaml
 
 # Training and test set sizes, input shape and classes of the datasets read from files.
@@ -45,29 +46,35 @@ class Work:
     flops: float
 
 
+@functools.lru_cache(maxsize=None)
+def _synthetic(num_clients: int, alpha: float, beta: float, seed: int) -> tuple[int, int, tuple[int, ...], int]:
+    """The generated set's sizes, shape and classes (they depend on the seed): generated once per seed."""
+    from afl.data import synthetic
+
+    ds = synthetic.generate(num_clients, alpha, beta, seed)
+    return len(ds.train_y), len(ds.test_y), tuple(ds.input_shape), ds.num_classes
+
+
 def _data(cfg: Config) -> tuple[int, int, tuple[int, ...], int]:
     d = cfg.data
     if d.name == "synthetic":
-        from afl.data import synthetic  # the generated set's size depends on the seed
-
-        ds = synthetic.generate(d.num_clients, d.synthetic_alpha, d.synthetic_beta, cfg.seed)
-        train, test, shape, classes = len(ds.train_y), len(ds.test_y), tuple(ds.input_shape), ds.num_classes
+        train, test, shape, classes = _synthetic(d.num_clients, d.synthetic_alpha, d.synthetic_beta, cfg.seed)
     else:
         train, test, shape, classes = DATASETS[d.name]
     return (min(train, d.train_subset or train), min(test, d.test_subset or test), shape, classes)
 
 
 def results_of(cfg: Config) -> float:
-    """Results (tasks) a cell applies: from its update or round budget, else time x throughput."""
-    a, run = cfg.algorithm, cfg.run
-    batch = rules.get(a.name).batch(a)
-    budgets = [run.updates * batch] if run.updates is not None else []
-    if run.rounds is not None:
-        budgets.append(run.rounds * a.concurrency)
-    if budgets:
-        return float(min(budgets))
+    """Results (tasks) a cell applies: the server updates of its update or round budget
+    (``afl.run.build.planned_updates``) x the rule's results per update, else time x throughput."""
     from afl.queueing.model import network
     from afl.queueing.network import predict
+    from afl.run.build import planned_updates
+
+    a, run = cfg.algorithm, cfg.run
+    updates = planned_updates(cfg)
+    if updates is not None:
+        return float(updates * rules.get(a.name).batch(a))
 
     if isinstance(a.routing, RoutingConfig) and a.routing.optimize is not None:
         a = dataclasses.replace(a, routing="uniform")  # the optimum is known only after its pilot
@@ -108,6 +115,14 @@ def finished(cell: Cell, results: Path) -> bool:
     return (results / cell.experiment / cell.name / "launch.json").is_file()
 
 
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base`` key by key, as Snakemake merges several --configfile."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
     """One row per experiment of a workflow config: cells, pending, jobs, resources, work per cell."""
     results = Path(config.get("results", "results"))
@@ -142,3 +157,25 @@ def table(rows: list[dict]) -> str:
     lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
              for row in [header, *body]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def cmd_plan(args) -> int:
+    config: dict = {}
+    for path in args.configfile:
+        config = merge(config, read_yaml(path))
+    if args.results:
+        config["results"] = args.results
+    print(table(plan(config, REPO, Path(args.slurm_defaults))))
+    print(f"one SLURM job per pending cell; work: samples x FLOPs per sample of the model ({TRAIN_PASSES} "
+          "forward passes per training sample, 1 per test sample): divide by your device's sustained FLOP/s "
+          "for a time_min")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """``afl plan``: a workflow config's cells, jobs and work, before anything is submitted."""
+    p = sub.add_parser("plan", help="a workflow config's cells, jobs and estimated work per cell, before submitting")
+    p.add_argument("configfile", nargs="+", help="workflow config(s), merged in order as snakemake --configfile")
+    p.add_argument("--results", help="the results folder to look for finished cells in (default: the config's)")
+    p.add_argument("--slurm-defaults", default=str(DEFAULT_SLURM), help="SLURM settings file (default: %(default)s)")
+    p.set_defaults(func=cmd_plan)

@@ -535,9 +535,10 @@ def throughput(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pa
 
 def at_budget(tables: dict, runs: pd.DataFrame, budget: float) -> pd.Series:
     """Per completed cell: the test accuracy (%) of the model the server holds at virtual time ``budget``."""
-    cells = runs.loc[runs["status"] == "completed", "cell"]
-    return pd.Series({cell: 100 * float(measure.value_at(cell_tables(tables, cell)[1], [budget])[0])
-                      for cell in cells}, dtype=float)
+    cells = set(runs.loc[runs["status"] == "completed", "cell"])
+    evals = tables["evals"][tables["evals"]["cell"].isin(cells)]
+    return pd.Series({cell: 100 * float(measure.value_at(run, [budget])[0]) for cell, run in evals.groupby("cell")},
+                     dtype=float)
 
 
 def bound_constants(runs: pd.DataFrame) -> dict[str, BoundConstants]:
