@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from afl import params, rules
+from afl.config import RoutingConfig
 from afl.errors import AflError
 from afl.queueing.model import network
 from afl.queueing.network import predict
-from afl.config import RoutingConfig
 from afl.queueing.routing import BoundConstants, optimize_routing
 from afl.rng import torch_stream
 from afl.run.build import budget, build

@@ -589,13 +589,14 @@ def routing_gain(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     names = routings(cells["route"])
     colours = dict(zip(names, sns.color_palette("colorblind", len(names))))
     values = sorted(cells[panel].unique())
+    evals_of = dict(tuple(tables["evals"][tables["evals"]["cell"].isin(cells["cell"])].groupby("cell")))
     fig, axes = plt.subplots(max(len(values), 2), 3, figsize=(14, 3.8 * max(len(values), 2)), squeeze=False)
     for row, value in enumerate(values):
         here = cells[cells[panel] == value]
         grid = np.linspace(0, budget, TIME_POINTS)
         over_time, over_updates = [], []
         for r in here.itertuples(index=False):
-            evals = cell_tables(tables, r.cell)[1]
+            evals = evals_of[r.cell]
             over_time.append(pd.DataFrame({"time": grid, "routing": r.route,
                                            "acc": 100 * measure.value_at(evals, grid)}))
             over_updates.append(pd.DataFrame({"version": evals["version"], "routing": r.route,
