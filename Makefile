@@ -3,7 +3,7 @@
 #            $AFL_DATA_ROOT (else downloaded into ./data), figures in results/figures/, report in
 #            results/report.html.
 # make profile: install the Snakemake profile `slurm` (cluster/profiles/slurm) for this user.
-# make lint: `snakemake --lint` with every workflow config and `snakefmt --check` of the workflow.
+# make lint: `snakemake --lint` with every workflow config (and the slurm executor's rules) and `snakefmt --check`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -38,6 +38,7 @@ test: setup
 lint: setup
 	for config in config/demo.yaml config/paper.yaml config/queueing.yaml config/cifar10.yaml; do \
 		$(VENV)/bin/snakemake --lint --configfile $$config || exit 1; done
+	$(VENV)/bin/snakemake --lint --configfile config/paper.yaml --config executor=slurm
 	$(VENV)/bin/snakefmt --check Snakefile workflow/
 
 demo: setup

@@ -4,11 +4,15 @@ A reader, or a run killed at any moment, never sees a partial file: either the o
 the new one, whole. Tables, run.json, checkpoints and figures are all written this way.
 """
 
+from __future__ import annotations
+
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # not imported at run time: the login-node launcher writes JSON only (no pandas)
+    import pandas as pd
 
 
 def replace_atomically(tmp: Path, path: Path) -> None:

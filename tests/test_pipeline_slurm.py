@@ -1,8 +1,10 @@
-"""The workflow (issue 3) through `snakemake --profile slurm` on a real SLURM (e.g. `bash
-cluster/local-slurm.sh up`): cells run as SLURM jobs named after them, with their logs beside
-their results; a bad cell stops the workflow before any submission; a failing job reports its
-SLURM state and log tail while the other cells finish, and a rerun runs only the failed cell; a
-preempted cell's job is requeued and the run resumes from its checkpoint.
+"""The workflow (issues 3 and 14) through `snakemake --profile slurm` on a real SLURM (e.g. `bash
+cluster/local-slurm.sh up`): an experiment's cells run as one SLURM job array waited for by one
+process; a bad cell stops the workflow before any submission; a failing cell reports its array
+task's state and its own log tail while the other cells finish, and a rerun runs only it; the
+waiting process killed mid-run and the workflow rerun re-attaches to the array without
+submitting again; `cells_per_job: 2` gives the tables of `cells_per_job: 1`; `afl launch` of one
+cell on SLURM requeues and resumes after USR2.
 
 The `slurm` profile is installed by `make profile` into a private XDG_CONFIG_HOME, as `make setup`
 installs it for the user. Skipped when no cluster answers, unless AFL_REQUIRE_SLURM=1 (CI).
@@ -13,13 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from helpers import REPO, SLURM_PARTITION, TINY, error_lines, snakemake, train_jobs, wait_until, write_yaml
+from helpers import (REPO, SLURM_PARTITION, TINY, assert_same_tables, error_lines, snakemake, wait_until,
+                     write_yaml)
 
 from afl.config import load_config
 from afl.cluster.launch import DEFAULT_SLURM, launch
@@ -41,45 +46,61 @@ def profile_env(tmp_path_factory) -> dict:
     return {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
 
 
-def sacct(job_id: str) -> tuple[str, str]:
-    """(job name, state) of a job's allocation, once accounting has its final state."""
+def sacct(job_id: str) -> dict[str, tuple[str, str]]:
+    """{JobID: (job name, state)} of a job or array's allocations, once accounting has their final states."""
     def final():
-        out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobName%300,State"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-        return out if out and out.split("|")[1] not in ("PENDING", "RUNNING", "COMPLETING") else None
-    name, state = wait_until(final, 60, f"the final sacct state of job {job_id}").split("|")
-    return name, state
+        out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,JobName%300,State"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        rows = {r.split("|")[0]: tuple(r.split("|")[1:]) for r in out}
+        return rows if rows and all(st not in ("PENDING", "RUNNING", "COMPLETING") for _, st in rows.values()) else None
+    return wait_until(final, 60, f"the final sacct states of job {job_id}")
 
 
-def job_ids(cell_dir: Path) -> list[str]:
-    """The SLURM jobs submitted for a cell, from submitit's files in its slurm/ folder."""
-    return sorted((p.name.split("_")[0] for p in (cell_dir / "slurm").glob("*_submission.sh")), key=int)
+def submitted(folder: Path) -> list[dict]:
+    """The arrays (or single jobs) an experiment's waiting process submitted, from its array.json."""
+    return json.loads((folder / "slurm" / "array.json").read_text())["arrays"]
 
 
-def test_two_cell_grid_runs_as_slurm_jobs(tmp_path: Path, profile_env: dict) -> None:
+def cell_dirs(experiment_dir: Path) -> list[Path]:
+    return sorted(p for p in experiment_dir.iterdir() if p.name not in ("tables", "slurm"))
+
+
+def workflow(tmp_path: Path, experiments: dict, figures: dict | None = None, slurm: dict | None = None) -> Path:
+    return write_yaml(tmp_path / "wf.yaml", {"slurm": {**SLURM, **(slurm or {})}, "experiments": experiments,
+                                              "figures": figures or {}})
+
+
+def test_grid_runs_as_one_slurm_array(tmp_path: Path, profile_env: dict) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
     experiment = f"e{uuid.uuid4().hex[:8]}"
-    wf = write_yaml(tmp_path / "wf.yaml", {
-        "slurm": SLURM,
-        "experiments": {experiment: {"config": str(base), "grid": {"algorithm.name": ["afl", "sfl"]}}},
-        "figures": {"curves": {"kind": "curves", "experiment": experiment},
-                    "staleness": {"kind": "staleness", "experiment": experiment}},
-    })
+    wf = workflow(tmp_path, {experiment: {"config": str(base), "grid": {"algorithm.name": ["afl", "sfl"],
+                                                                        "seed": [0, 1]}}},
+                  {"curves": {"kind": "curves", "experiment": experiment},
+                   "staleness": {"kind": "staleness", "experiment": experiment}})
+    dry = snakemake(tmp_path, "--configfile", str(wf), "-n", profile="slurm", env=profile_env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"rule submit_{experiment}:" in dry.stdout and "at most 4 array tasks" in dry.stderr
+    planned = re.search(r"rule submit_\w+:\n\s+output: (.*)\n", dry.stdout).group(1).split(", ")
+    assert len(planned) == 4 and all(p.endswith("/launch.json") for p in planned)  # -n lists every cell
+
     result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "executor slurm" in result.stderr
-
-    cells = sorted(p for p in (tmp_path / "results" / experiment).iterdir() if p.name != "tables")
-    assert [c.name.split("__")[0] for c in cells] == ["algorithm.name=afl", "algorithm.name=sfl"]
+    folder = tmp_path / "results" / experiment
+    (array,) = submitted(folder)
+    cells = cell_dirs(folder)
+    assert [f"results/{experiment}/{c.name}/launch.json" for c in cells] == sorted(planned)
+    assert sacct(array["job_id"]) == {f"{array['job_id']}_{i}": (experiment, "COMPLETED") for i in range(4)}
     for cell in cells:
         record = json.loads((cell / "launch.json").read_text())
         assert record["executor"] == "slurm" and record["status"] == "completed"
-        assert job_ids(cell) == [record["job_id"]]
-        assert sacct(record["job_id"]) == (f"{experiment}:{cell.name}", "COMPLETED")
-        assert (cell / "slurm" / f"{record['job_id']}_0_log.err").is_file()
-        assert json.loads((cell / "run.json").read_text())["host"]
+        assert record["job_id"].startswith(f"{array['job_id']}_")
+        assert array["tasks"][record["job_id"]] == [f"{experiment}:{cell.name}"]
+        assert json.loads((cell / "run.json").read_text())["slurm_job"] == record["job_id"]
+        assert (folder / "slurm" / f"{record['job_id']}_0_log.err").is_file()
+        assert "completed" in (cell / "train.log").read_text()
     for table in ("runs", "evals", "updates", "clients"):
-        assert (tmp_path / "results" / experiment / "tables" / f"{table}.parquet").is_file()
+        assert (folder / "tables" / f"{table}.parquet").is_file()
     for figure in ("curves", "staleness"):
         assert (tmp_path / "results" / "figures" / f"{figure}.png").is_file()
 
@@ -87,11 +108,8 @@ def test_two_cell_grid_runs_as_slurm_jobs(tmp_path: Path, profile_env: dict) -> 
 def test_bad_cell_stops_the_workflow_before_any_submission(tmp_path: Path, profile_env: dict) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
     experiment = f"e{uuid.uuid4().hex[:8]}"
-    wf = write_yaml(tmp_path / "wf.yaml", {
-        "slurm": SLURM,
-        "experiments": {experiment: {"config": str(base), "grid": {"algorithm.name": ["afl", "sfl"],
-                                                                   "algorithm.staleness.a": [0.5]}}},
-    })
+    wf = workflow(tmp_path, {experiment: {"config": str(base), "grid": {"algorithm.name": ["afl", "sfl"],
+                                                                        "algorithm.staleness.a": [0.5]}}})
     result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     assert result.returncode != 0
     assert error_lines(result) == [
@@ -100,41 +118,113 @@ def test_bad_cell_stops_the_workflow_before_any_submission(tmp_path: Path, profi
     assert not (tmp_path / "results").exists()
     names = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobName%300", "-S", "now-1hours"],
                            capture_output=True, text=True, timeout=30, check=True).stdout.split()
-    assert not [n for n in names if n.startswith(f"{experiment}:")]
+    assert experiment not in names
 
 
-def test_failed_job_reports_state_and_log_and_rerun_retries_only_it(tmp_path: Path, profile_env: dict) -> None:
+def test_bad_slurm_setting_stops_the_workflow_before_any_submission(tmp_path: Path, profile_env: dict) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    wf = workflow(tmp_path, {"e": {"config": str(base), "slurm": {"cells_per_job": 0}}})
+    result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
+    assert result.returncode != 0
+    assert error_lines(result) == ["afl pipeline: error: experiments.e.slurm.cells_per_job: 0 is less than the "
+                                   "minimum of 1; fix: see workflow/schemas/config.schema.yaml"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_failed_cell_reports_state_and_log_and_rerun_retries_only_it(tmp_path: Path, profile_env: dict) -> None:
     base = write_yaml(tmp_path / "base.yaml", {**TINY, "run": {"rounds": 20, "workload": "none"}})
-    rates = tmp_path / "rates.csv"  # missing: the trace cell's job fails when it reads it
-    wf = write_yaml(tmp_path / "wf.yaml", {
-        "slurm": SLURM,
-        "experiments": {"e": {"config": str(base), "set": {"timing.rates.path": str(rates)},
-                              "grid": {"timing.rates.kind": ["constant", "trace"]}}},
-    })
-    first = snakemake(tmp_path, "--configfile", str(wf), "--keep-going", profile="slurm", env=profile_env)
+    rates = tmp_path / "rates.csv"  # missing: the trace cell's run fails when it reads it
+    wf = workflow(tmp_path, {"e": {"config": str(base), "set": {"timing.rates.path": str(rates)},
+                                   "grid": {"timing.rates.kind": ["constant", "trace"]}}})
+    first = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     output = first.stdout + first.stderr
     assert first.returncode != 0
-    assert train_jobs(output) == 2
-    good, bad = (next((tmp_path / "results" / "e").glob(f"timing.rates.kind={k}__*")) for k in ("constant", "trace"))
-    (failed_job,) = job_ids(bad)
-    head = re.search(rf"afl: error: cell e:{re.escape(bad.name)}: SLURM job {failed_job} ended (\w+) "
+    folder = tmp_path / "results" / "e"
+    good, bad = (next(folder.glob(f"timing.rates.kind={k}__*")) for k in ("constant", "trace"))
+    (array,) = submitted(folder)
+    task = next(t for t, names in array["tasks"].items() if names == [f"e:{bad.name}"])
+    head = re.search(rf"afl: error: cell e:{re.escape(bad.name)}: SLURM array task {task} ended (\w+) "
                      r"\(exit code 1:0\); fix: .*", output)
     assert head and head.group(1) == "FAILED", output
-    assert f"--- last 25 lines of {bad / 'slurm' / f'{failed_job}_0_log.err'}" in output
+    assert "--- last " in output and f"lines of {bad / 'train.log'}" in output
     assert f"timing.rates.path: cannot read {rates} (No such file or directory)" in output
-    assert sacct(failed_job)[1] == "FAILED"
-    assert json.loads((good / "launch.json").read_text())["status"] == "completed"
-    assert not (bad / "launch.json").exists()
+    assert "1 of 2 cells of e failed" in output
+    assert sacct(task)[task][1] == "FAILED"
+    good_job = json.loads((good / "run.json").read_text())["slurm_job"]
+    assert sacct(good_job)[good_job][1] == "COMPLETED"
+    assert not (bad / "run.json").exists() or json.loads((bad / "run.json").read_text())["status"] != "completed"
 
     rates.write_text("client,rate\n0,1\n1,1\n2,0.5\n3,0.2\n")
-    second = snakemake(tmp_path, "--configfile", str(wf), "--keep-going", profile="slurm", env=profile_env)
+    second = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert train_jobs(second.stdout + second.stderr) == 1
-    assert len(job_ids(good)) == 1
-    retried = job_ids(bad)
-    assert retried[0] == failed_job and len(retried) == 2
-    assert sacct(retried[1])[1] == "COMPLETED"
-    assert json.loads((bad / "launch.json").read_text())["job_id"] == retried[1]
+    log = (tmp_path / "results" / "logs" / "submit" / "e.log").read_text()
+    assert "submitted 1 cells as 1 SLURM tasks" in log, log
+    assert json.loads((good / "launch.json").read_text())["job_id"] == good_job  # not run again
+    retried = json.loads((bad / "launch.json").read_text())["job_id"]
+    assert retried.split("_")[0] != array["job_id"] and sacct(retried)[retried][1] == "COMPLETED"
+    assert json.loads((bad / "run.json").read_text())["slurm_job"] == retried
+
+
+def test_killed_waiter_reattaches_to_its_array_without_submitting_again(tmp_path: Path, profile_env: dict) -> None:
+    # Two cells of ~40 s each: the waiting process is killed while they run, and the rerun finds them running.
+    base = write_yaml(tmp_path / "base.yaml", {"data": {"name": "synthetic", "num_clients": 6},
+                                               "model": {"name": "logreg"}, "client": {"steps": 20, "batch_size": 16},
+                                               "algorithm": {"name": "fedbuff", "concurrency": 3, "buffer_size": 2},
+                                               "run": {"updates": 7200, "eval_every": 1200}})
+    wf = workflow(tmp_path, {"e": {"config": str(base), "grid": {"seed": [0, 1]}}})
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+               str(tmp_path), "--profile", "slurm", "--configfile", str(wf)]
+    # The login session dies: Snakemake and its waiting process are killed at once (SIGKILL, no cleanup).
+    first = subprocess.Popen(command, env=profile_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    folder = tmp_path / "results" / "e"
+    try:
+        wait_until(lambda: (folder / "slurm" / "array.json").exists(), 120, "the array's submission")
+        (array,) = submitted(folder)
+        wait_until(lambda: any("RUNNING" in st for _, st in _states(array["job_id"])), 60, "a running task")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not all((c / "launch.json").exists() for c in cell_dirs(folder))
+    unlock = subprocess.run([*command, "--unlock"], env=profile_env, capture_output=True, text=True, timeout=120)
+    assert unlock.returncode == 0, unlock.stderr
+    second = subprocess.run(command, env=profile_env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    log = (tmp_path / "results" / "logs" / "submit" / "e.log").read_text()
+    assert f"re-attached to 2 queued or running tasks of {array['job_id']} (2 cells)" in log, log
+    assert "submitted" not in log
+    assert submitted(folder) == [array]
+    for cell in cell_dirs(folder):
+        record = json.loads((cell / "launch.json").read_text())
+        assert record["status"] == "completed" and record["job_id"].split("_")[0] == array["job_id"]
+        assert json.loads((cell / "run.json").read_text())["resumed"] is False  # ran once, never twice
+
+
+def _states(job_id: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State"],
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    return [tuple(r.split("|")) for r in out]
+
+
+def test_two_cells_per_job_give_the_tables_of_one(tmp_path: Path, profile_env: dict) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    experiments = {"e": {"config": str(base), "grid": {"algorithm.name": ["afl", "fedbuff"], "seed": [0, 1]}}}
+    folders = {}
+    for k in (1, 2):
+        where = tmp_path / f"k{k}"
+        where.mkdir()
+        # cpus = k: every cell trains on one torch thread either way (cpus // cells_per_job).
+        wf = workflow(where, experiments, slurm={"cells_per_job": k, "cpus": k})
+        result = snakemake(where, "--configfile", str(wf), profile="slurm", env=profile_env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        folders[k] = where / "results" / "e"
+    (array,) = submitted(folders[2])
+    assert sorted(len(names) for names in array["tasks"].values()) == [2, 2]
+    one, two = cell_dirs(folders[1]), cell_dirs(folders[2])
+    assert [c.name for c in one] == [c.name for c in two] and len(one) == 4
+    for a, b in zip(one, two):
+        assert_same_tables(a, b)
+        assert "1 torch threads" in (b / "train.log").read_text()
 
 
 def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path) -> None:
@@ -145,11 +235,12 @@ def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path)
     outcome = {}
     waiter = threading.Thread(target=lambda: outcome.update(launch(cfg, out, "preempted-cell", "slurm", slurm)))
     waiter.start()
-    job_id = wait_until(lambda: (out / "slurm" / "job_id").exists() and (out / "slurm" / "job_id").read_text().strip(),
-                        60, "the job to be submitted")
+    wait_until(lambda: (out / "slurm" / "array.json").exists(), 60, "the job to be submitted")
+    ((job_id, names),) = submitted(out)[0]["tasks"].items()
+    assert names == ["preempted-cell"] and "_" not in job_id  # one cell: a plain job, not an array
     wait_until(lambda: (out / "checkpoint.pt").exists(), 120, "a first checkpoint", 0.2)
-    # What a preemption (or the time limit) does: USR2; TrainCell.checkpoint has the run save at
-    # once, then resubmits the same call.
+    # What a preemption (or the time limit) does: USR2; CellTask.checkpoint has the running cell
+    # save at once, then resubmits the same task.
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
     waiter.join(timeout=300)
     assert not waiter.is_alive()
@@ -157,5 +248,6 @@ def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path)
     info = json.loads((out / "run.json").read_text())
     assert info["resumed"] is True and info["updates"] == 300
     log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
-    assert f"afl launch: USR2: requeueing {out}; the run resumes from the checkpoint.pt just written" in log
+    assert "afl task: USR2: 1 running cells saved; requeueing this task" in log, log
+    assert "preempted-cell: asked to save; it resumes from the checkpoint.pt just written" in (out / "train.log").read_text()
     assert not (out / "checkpoint.pt").exists()

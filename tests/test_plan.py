@@ -1,5 +1,7 @@
 """``afl plan``: cells, pending cells, jobs and the estimated work of a cell, hand-computed."""
 
+import json
+
 import pytest
 
 from afl.cli import main
@@ -27,11 +29,11 @@ def test_work_of_a_round_budget_by_hand(tmp_path, capsys):
     # 20 rounds x 5 results x 600 samples; 20 updates (afl applies m results per update): 11 evaluations.
     train, evals = 20 * 5 * 600, (20 // 2 + 1) * 2000
     flops = 3 * MLP_FLOPS * train + MLP_FLOPS * evals
-    cells, pending, jobs = map(int, row[1:4])
-    assert (cells, pending, jobs) == (3, 3, 3)
-    assert float(row[7]) == pytest.approx(train, rel=1e-3)
-    assert float(row[8]) == pytest.approx(flops / 1e12, rel=1e-3)
-    assert float(row[10]) == pytest.approx(3 * flops / 1e12, rel=1e-3)
+    cells, pending, per_job, jobs, arrays = map(int, row[1:6])
+    assert (cells, pending, per_job, jobs, arrays) == (3, 3, 1, 3, 1)
+    assert float(row[9]) == pytest.approx(train, rel=1e-3)
+    assert float(row[10]) == pytest.approx(flops / 1e12, rel=1e-3)
+    assert float(row[12]) == pytest.approx(3 * flops / 1e12, rel=1e-3)
 
 
 def test_finished_cells_are_not_pending_and_the_null_workload_is_free(tmp_path, capsys):
@@ -39,15 +41,18 @@ def test_finished_cells_are_not_pending_and_the_null_workload_is_free(tmp_path, 
 
     base = {"data": {"num_clients": 4}, "algorithm": {"name": "asyncsgd", "concurrency": 2},
             "run": {"workload": "none", "updates": 100}}
-    config = workflow(tmp_path, base, grid={"seed": [0, 1]}, slurm={"gpus": 0, "time_min": 7})
-    cell = expand(config["experiments"], REPO)["e"][0]
-    done = tmp_path / "results" / "e" / cell.name
-    done.mkdir(parents=True)
-    (done / "launch.json").write_text("{}")
+    config = workflow(tmp_path, base, grid={"seed": [0, 1, 2, 3]},
+                      slurm={"gpus": 0, "time_min": 7, "cells_per_job": 2})
+    cells = expand(config["experiments"], REPO)["e"]
+    for cell, status in zip(cells, ("completed", "failed")):  # a failed run is still pending
+        done = tmp_path / "results" / "e" / cell.name
+        done.mkdir(parents=True)
+        (done / "run.json").write_text(json.dumps({"config_hash": cell.config_hash, "status": status}))
     assert main(["plan", str(write_yaml(tmp_path / "wf.yaml", config))]) == 0
     row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("e "))
-    assert row[1:7] == ["2", "1", "1", "0", "8", "7"]  # cells, pending, jobs, gpus, cpus (default), time_min
-    assert float(row[8]) == 0.0
+    # cells, pending, cells/job, jobs = ceil(3 / 2), arrays, gpus, cpus (default), time_min
+    assert row[1:9] == ["4", "3", "2", "2", "1", "0", "8", "7"]
+    assert float(row[10]) == 0.0
 
 
 def test_time_budget_uses_the_closed_network_throughput(tmp_path):

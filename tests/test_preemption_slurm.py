@@ -1,7 +1,7 @@
-"""Preemption on a real SLURM: a cell preempted mid-run by a job of the `urgent` partition
-checkpoints (USR2), is requeued, resumes, and writes exactly the tables of an uninterrupted run;
-a cell that reaches its time limit more often than allowed fails with a clear message and keeps
-its checkpoint. Skipped without a cluster, unless AFL_REQUIRE_SLURM=1 (CI).
+"""Preemption on a real SLURM: the tasks of an array, two cells each, preempted mid-run by a job
+of the `urgent` partition checkpoint their cells (USR2), are requeued, resume, and write exactly
+the tables of uninterrupted runs; a cell that reaches its time limit more often than allowed fails with a
+clear message and keeps its checkpoint. Skipped without a cluster, unless AFL_REQUIRE_SLURM=1 (CI).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from helpers import SLURM_PARTITION, assert_same_tables, wait_until
 
 from afl.run import checkpoint
-from afl.config import load_config
+from afl.config import config_hash, load_config, to_dict
+from afl.cluster.array import CellRun, run_array
 from afl.cluster.launch import DEFAULT_SLURM, JobFailed, launch
 from afl.cluster.pipeline import slurm_settings
 from afl.run.train import train
@@ -49,45 +50,75 @@ def start(cfg, out: Path, name: str, slurm: dict) -> tuple[threading.Thread, dic
 
     waiter = threading.Thread(target=run)
     waiter.start()
-    job_file = out / "slurm" / "job_id"
-    job_id = wait_until(lambda: job_file.exists() and job_file.read_text().strip(), 60, "the job's submission")
-    return waiter, outcome, job_id
+    return waiter, outcome, submitted_task(out / "slurm")
 
 
-def test_cell_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp_path):
-    cfg = load_config(RAW)
+def submitted_task(folder: Path) -> str:
+    """The id of the (first) task that the waiting process recorded in ``folder``'s array.json."""
+    record = folder / "array.json"
+    wait_until(record.exists, 60, "the submission")
+    return next(iter(json.loads(record.read_text())["arrays"][0]["tasks"]))
+
+
+def test_array_task_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp_path):
     cpus = node_cpus()
-    # Bitwise equality is promised at equal float paths: the job trains on `cpus` torch threads, so does this run.
+    cfgs = [load_config({**RAW, "seed": seed}) for seed in range(4)]
+    # Bitwise equality is promised at equal float paths: each cell of a task trains on
+    # max(1, cpus // cells_per_job) = 1 torch thread, so do these runs.
     threads = torch.get_num_threads()
-    torch.set_num_threads(cpus)
+    torch.set_num_threads(1)
     try:
-        train(cfg, tmp_path / "whole", progress=False)
+        for seed, cfg in enumerate(cfgs):
+            train(cfg, tmp_path / f"whole{seed}", progress=False)
     finally:
         torch.set_num_threads(threads)
-    slurm = slurm_settings(DEFAULT_SLURM, {"partition": SLURM_PARTITION, "gpus": 0, "cpus": cpus, "mem_gb": 1,
-                                           "time_min": 30})
-    out = tmp_path / "cell"
-    waiter, outcome, job_id = start(cfg, out, "preempted", slurm)
-    wait_until(lambda: (out / checkpoint.NAME).exists(), 180, "the cell's first checkpoint", 0.1)
-    # A job of the higher-priority partition needs the whole node: SLURM preempts the cell (USR2, requeue).
+    slurm = slurm_settings(DEFAULT_SLURM, {"partition": SLURM_PARTITION, "gpus": 0, "cpus": 1, "mem_gb": 1,
+                                           "time_min": 30, "cells_per_job": 2})
+    cells = [CellRun(f"p:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
+             for seed, cfg in enumerate(cfgs)]
+    outcome: dict = {}
+
+    def wait():
+        try:
+            outcome["failures"] = run_array(cells, tmp_path / "slurm", "preempted", slurm,
+                                            lambda cell, result: outcome.setdefault("records", {}).update(
+                                                {cell.name: result}))
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    submitted_task(tmp_path / "slurm")
+    (array,) = json.loads((tmp_path / "slurm" / "array.json").read_text())["arrays"]
+    assert sorted(array["tasks"]) == [f"{array['job_id']}_0", f"{array['job_id']}_1"]
+    for cell in cells:
+        wait_until(lambda: (Path(cell.out) / checkpoint.NAME).exists(), 180, "the cells' first checkpoints", 0.1)
+    # A job of the higher-priority partition needs the whole node: SLURM preempts both tasks (USR2, requeue).
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", str(cpus), "--mem=100M",
                              "-o", str(tmp_path / "urgent.out"), "--wrap", "sleep 3"],
                             capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     waiter.join(timeout=400)
-    assert not waiter.is_alive() and "error" not in outcome, outcome
-    assert outcome["info"]["status"] == "completed" and outcome["info"]["job_id"] == job_id
-    info = json.loads((out / "run.json").read_text())
-    log = (out / "slurm" / f"{job_id}_0_log.err").read_text()
+    assert not waiter.is_alive() and "error" not in outcome and outcome["failures"] == [], outcome
+    assert {cell: r["job_id"] for cell, r in outcome["records"].items()} == \
+        {name: task for task, names in array["tasks"].items() for name in names}
+    logs = {task: (tmp_path / "slurm" / f"{task}_0_log.err").read_text() for task in array["tasks"]}
+    log = "\n".join(logs.values())
 
     def accounting():
-        return subprocess.run(["sacct", "-j", f"{job_id},{urgent}", "-X", "-n", "-P", "-o", "JobID,State,Start,End"],
+        return subprocess.run(["sacct", "-j", f"{array['job_id']},{urgent}", "-X", "-n", "-P", "-o", "JobID,State,Start,End"],
                               capture_output=True, text=True, timeout=30).stdout
 
-    assert info["resumed"] is True, f"the cell was not preempted mid-run: sacct {accounting()!r}, log:\n{log[-2000:]}"
-    assert "this job is preempted" in log and "resumes from the checkpoint.pt just written" in log, log[-2000:]
+    for seed, cell in enumerate(cells):
+        info = json.loads((Path(cell.out) / "run.json").read_text())
+        assert info["resumed"] is True, f"not preempted mid-run: sacct {accounting()!r}, log:\n{log[-2000:]}"
+        assert outcome["records"][cell.name]["status"] == "completed"
+        assert "asked to save; it resumes from the checkpoint.pt just written" in \
+            (Path(cell.out) / "train.log").read_text()
+        assert_same_tables(tmp_path / f"whole{seed}", Path(cell.out))
+    for task_log in logs.values():
+        assert "this job is preempted" in task_log and "afl task: USR2: 2 running cells saved" in task_log, task_log[-2000:]
     # Accounting reaches slurmdbd asynchronously: poll until the urgent job's line is final.
     wait_until(lambda: f"{urgent}|COMPLETED|" in accounting(), 30, "sacct COMPLETED for the urgent job")
-    assert_same_tables(tmp_path / "whole", out)
 
 
 def test_cell_over_its_time_limit_too_often_fails_clearly_and_keeps_its_checkpoint(tmp_path):

@@ -241,7 +241,7 @@ def test_completed_run_is_not_run_again(tmp_path, shared_data_root, capsys):
 
 def test_checkpoint_asked_from_another_thread_is_written_at_once_and_resumes_exactly(
         tmp_path, shared_data_root, monkeypatch):
-    """What ``afl.cluster.launch`` does on SLURM's USR2: ask the running simulation for a checkpoint now."""
+    """What ``afl.cluster.task`` does on SLURM's USR2: ask the running simulation for a checkpoint now."""
     import shutil
     import threading
 

@@ -1,7 +1,12 @@
 """The cluster side: what runs on a login node. It imports no torch at import time.
 
+``task``
+    What runs in a SLURM job: ``CellTask``, k cells at once in child processes, checkpointed on USR2.
+``array``
+    Cells as SLURM job arrays through submitit, waited for by one process: re-attach, per-cell
+    outcomes and failure reports (the workflow's submit rules, ``afl launch --executor slurm``).
 ``launch``
-    ``afl launch``: one cell of a grid, locally or as a SLURM job through submitit, and the wait.
+    ``afl launch``: one cell of a grid, here or as a SLURM job, and the wait.
 ``pipeline``
     The Snakemake workflow's grids: cells, their names, their SLURM settings, their logs.
 ``plan``

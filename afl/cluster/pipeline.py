@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]  # the repository: relative experimen
 DEFAULT_SLURM = REPO / "cluster" / "slurm.yaml"  # the site's SLURM settings of a cell
 STANDARD_COLUMNS = ("algorithm.name", "algorithm.concurrency", "seed")
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "gpus", "cpus", "mem_gb", "time_min",
-              "max_requeue", "signal_delay_s", "additional")
+              "max_requeue", "signal_delay_s", "cells_per_job", "array_parallelism", "additional")
 MAX_READABLE = 160  # characters of a cell name before the hash (file names stop at 255)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 

@@ -1,8 +1,9 @@
 """``afl plan``: what a workflow config will ask of a cluster, before anything is submitted.
 
 Per experiment: its cells, how many of them still need to run (no finished run in their
-folder), the SLURM jobs that makes, each job's resources (``cluster/slurm.yaml`` with the
-workflow config's and the experiment's ``slurm`` layers), and the estimated work of a cell:
+folder), the SLURM jobs (array tasks of ``cells_per_job`` cells) and arrays that makes, each
+job's resources (``cluster/slurm.yaml`` with the workflow config's and the experiment's ``slurm``
+layers), and the estimated work of a cell:
 the samples it trains on and evaluates, times the model's FLOPs per sample
 (``afl.learning.models.flops_per_sample``; a training sample costs three forward passes, forward
 and backward). A user picks ``time_min`` from it (work / the device's sustained FLOP rate).
@@ -29,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from afl import rules
+from afl.cluster.array import DEFAULT_MAX_ARRAY_SIZE
 from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings
 from afl.config import Config, RoutingConfig, load_config, read_yaml
+from afl.run import checkpoint
 
 # Training and test set sizes, input shape and classes of the datasets read from files.
 DATASETS = {"mnist": (60_000, 10_000, (1, 28, 28), 10), "cifar10": (50_000, 10_000, (3, 32, 32), 10)}
@@ -111,8 +114,8 @@ def work_of(cfg: Config, flops_cache: dict) -> Work:
 
 
 def finished(cell: Cell, results: Path) -> bool:
-    """Whether the cell's folder holds its outcome (``launch.json``: a finished run)."""
-    return (results / cell.experiment / cell.name / "launch.json").is_file()
+    """Whether the cell's folder holds a finished run of its config (what the launcher skips)."""
+    return checkpoint.finished_run(results / cell.experiment / cell.name, cell.config_hash) is not None
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -136,8 +139,10 @@ def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
         works = [work_of(load_config(bases[cell.config], list(cell.sets)), cache) for cell in these]
         flops = np.array([w.flops for w in works])
         pending = sum(not finished(cell, results) for cell in these)
-        rows.append({"experiment": name, "cells": len(these), "pending": pending, "jobs": pending,
-                     "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
+        jobs = -(-pending // slurm["cells_per_job"])
+        rows.append({"experiment": name, "cells": len(these), "pending": pending,
+                     "cells_per_job": slurm["cells_per_job"], "jobs": jobs,
+                     "arrays": -(-jobs // (DEFAULT_MAX_ARRAY_SIZE - 1)), "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
                      "train_samples": float(np.median([w.train_samples for w in works])),
                      "tflop_median": float(np.median(flops)) / 1e12, "tflop_max": float(flops.max()) / 1e12,
                      "tflop_total": float(flops.sum()) / 1e12})
@@ -146,13 +151,14 @@ def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """The plan as a fixed-width table with a total line."""
-    header = ["experiment", "cells", "pending", "jobs", "gpus", "cpus", "time_min", "samples/cell",
-              "TFLOP/cell (median)", "TFLOP/cell (max)", "TFLOP (all)"]
-    body = [[r["experiment"], r["cells"], r["pending"], r["jobs"], r["gpus"], r["cpus"], r["time_min"],
+    header = ["experiment", "cells", "pending", "cells/job", "jobs", "arrays", "gpus", "cpus", "time_min",
+              "samples/cell", "TFLOP/cell (median)", "TFLOP/cell (max)", "TFLOP (all)"]
+    body = [[r["experiment"], r["cells"], r["pending"], r["cells_per_job"], r["jobs"], r["arrays"], r["gpus"],
+             r["cpus"], r["time_min"],
              f"{r['train_samples']:.3g}", f"{r['tflop_median']:.3g}", f"{r['tflop_max']:.3g}",
              f"{r['tflop_total']:.3g}"] for r in rows]
-    body.append(["all", sum(r["cells"] for r in rows), sum(r["pending"] for r in rows),
-                 sum(r["jobs"] for r in rows), "", "", "", "", "", "", f"{sum(r['tflop_total'] for r in rows):.3g}"])
+    body.append(["all", sum(r["cells"] for r in rows), sum(r["pending"] for r in rows), "",
+                 sum(r["jobs"] for r in rows), sum(r["arrays"] for r in rows), "", "", "", "", "", "", f"{sum(r['tflop_total'] for r in rows):.3g}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
              for row in [header, *body]]
@@ -166,7 +172,8 @@ def cmd_plan(args) -> int:
     if args.results:
         config["results"] = args.results
     print(table(plan(config, REPO, Path(args.slurm_defaults))))
-    print(f"one SLURM job per pending cell; work: samples x FLOPs per sample of the model ({TRAIN_PASSES} "
+    print(f"jobs: array tasks of cells/job pending cells, arrays of at most {DEFAULT_MAX_ARRAY_SIZE - 1} tasks "
+          f"(SLURM's default MaxArraySize; the launcher reads your cluster's); work: samples x FLOPs per sample of the model ({TRAIN_PASSES} "
           "forward passes per training sample, 1 per test sample): divide by your device's sustained FLOP/s "
           "for a time_min")
     return 0

@@ -1,7 +1,7 @@
 """Checkpoints: a run's whole state in one file, written atomically, loaded without code execution.
 
 This module imports torch only when it saves or loads, so that the login-node launcher
-(``afl.cluster.launch``) can use its names and ``finished_run`` cheaply.
+(``afl.cluster.array``) can use its names and ``finished_run`` cheaply.
 
 The file holds plain data and tensors only (``torch.save``; loaded with ``weights_only=True``,
 which refuses anything else). It is written to a temporary name, fsynced and renamed over

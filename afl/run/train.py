@@ -57,6 +57,14 @@ def _commit() -> str | None:
         return None
 
 
+def slurm_job() -> str | None:
+    """The SLURM job running this process: ``ARRAY_TASK`` for an array task, else the job id; None outside SLURM."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 def provenance(cfg: Config, started: dt.datetime, device) -> dict:
     """What run.json says of every run, whatever its outcome: config, seed, versions, where and when."""
     return {
@@ -66,6 +74,7 @@ def provenance(cfg: Config, started: dt.datetime, device) -> dict:
         "device": str(device),
         "started": started.isoformat(),
         "host": platform.node(),
+        "slurm_job": slurm_job(),
         "commit": _commit(),
         "versions": {"afl": afl.__version__, "python": platform.python_version(),
                      "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__},
@@ -97,7 +106,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     Resumes from the checkpoint in ``out`` unless ``restart``; a finished run of the same
     config is not run again. Nothing is written before the data and model are ready; a run
     that fails after that writes run.json with status ``failed`` and keeps its checkpoint.
-    ``request``: lets another thread ask for a checkpoint now (``afl.cluster.launch`` on preemption).
+    ``request``: lets another thread ask for a checkpoint now (``afl.cluster.task`` on preemption).
     """
     out = Path(out)
     check_output_dir(out)

@@ -3,7 +3,6 @@
 #
 # FIGURES: the figure files that the target `all` builds; a rule file appends its own to it.
 # table(experiment, name): an experiment's aggregated table (name in TABLES), for rules that read it.
-import json
 import re
 import shlex
 import sys
@@ -71,7 +70,7 @@ def one_of(names):
 
 
 def launch_args(wildcards):
-    """A cell's `afl launch` arguments (train.smk)."""
+    """A cell's `afl launch` arguments (train.smk, executor local)."""
     cell = CELL[(wildcards.experiment, wildcards.cell)]
     args = [
         cell.config,
@@ -80,24 +79,39 @@ def launch_args(wildcards):
         "--name",
         f"{cell.experiment}:{cell.name}",
         "--executor",
-        EXECUTOR,
+        "local",
         "--expect-hash",
         cell.config_hash,
     ]
     for item in cell.sets:
         args += ["--set", item]
-    if EXECUTOR == "slurm":
-        overrides = {
-            **(config.get("slurm") or {}),
-            **(config["experiments"][cell.experiment].get("slurm") or {}),
-        }
-        for key, value in overrides.items():
-            args += ["--slurm", f"{key}={json.dumps(value)}"]
     return shlex.join(args)
 
 
+def experiment_slurm(experiment):
+    """The workflow config's SLURM overrides of an experiment's jobs: `slurm`, then the experiment's."""
+    return {
+        **(config.get("slurm") or {}),
+        **(config["experiments"][experiment].get("slurm") or {}),
+    }
+
+
+def array_cells(experiment):
+    """An experiment's cells as the array launcher takes them (train.smk, executor slurm)."""
+    return [
+        {
+            "name": f"{experiment}:{c.name}",
+            "out": f"{RESULTS}/{experiment}/{c.name}",
+            "config": c.config,
+            "sets": list(c.sets),
+            "config_hash": c.config_hash,
+        }
+        for c in CELLS[experiment]
+    ]
+
+
 def launch_python(wildcards, threads):
-    """PYTHON, for `afl launch` (train.smk). Taking `threads` makes it a derived parameter, which
+    """PYTHON, for `afl launch` (train.smk, executor local). Taking `threads` makes it a derived parameter, which
     Snakemake leaves out of a job's recorded params: another interpreter path (a moved venv, conda
     or not) does not rerun finished cells."""
     return PYTHON
@@ -141,7 +155,18 @@ def figure_about(wildcards):
 ALL_TABLES = [table(e, t) for e in CELLS for t in TABLES]
 FIGURES = [f"{RESULTS}/figures/{name}.png" for name in config["figures"]]
 
+SIZE = ""
+if EXECUTOR == "slurm":
+    try:  # every experiment's SLURM settings, checked before anything is submitted
+        SLURM = {
+            e: pipeline.slurm_settings(pipeline.DEFAULT_SLURM, experiment_slurm(e))
+            for e in CELLS
+        }
+    except AflError as exc:
+        sys.exit(f"afl pipeline: error: {exc}")
+    tasks = sum(-(-len(CELLS[e]) // SLURM[e]["cells_per_job"]) for e in CELLS)
+    SIZE = f" (at most {tasks} array tasks; afl plan: pending cells and work)"
 print(
-    f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}",
+    f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}{SIZE}",
     file=sys.stderr,
 )

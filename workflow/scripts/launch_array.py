@@ -1,0 +1,49 @@
+"""Submit rule (executor slurm): one experiment's cells as SLURM job arrays, and the wait.
+
+Params: ``experiment``, ``folder`` (the arrays' submitit files and ``array.json``), ``cells``
+(``common.smk: array_cells``: name, out, base config, overrides, planned hash) and ``slurm`` (the
+experiment's SLURM settings: cluster/slurm.yaml with the workflow config's overrides). ``afl.cluster.array.run_array`` reports
+finished cells at once, re-attaches to tasks still queued or running, submits the rest and
+writes each cell's ``launch.json`` (the rule's outputs) as its task ends. Failed cells: their
+reports go to the log and the rule fails after every other task has ended.
+"""
+
+import sys
+from pathlib import Path
+
+from afl.atomic import write_json
+from afl.cluster.array import CellRun, run_array
+from afl.cluster.pipeline import log_to
+from afl.config import config_hash, load_config, to_dict
+from afl.errors import AflError
+
+log_to(snakemake.log[0])
+params = snakemake.params
+
+
+def resolve(cell: dict) -> CellRun:
+    cfg = load_config(cell["config"], cell["sets"])
+    if config_hash(cfg) != cell["config_hash"]:
+        raise AflError(f"{cell['config']}: resolves to config {config_hash(cfg)}, but the workflow planned "
+                       f"{cell['config_hash']}; fix: the base config changed while the workflow ran: rerun snakemake")
+    return CellRun(cell["name"], str(Path(cell["out"]).resolve()), to_dict(cfg), cell["config_hash"])
+
+
+def record(cell: CellRun, outcome: dict) -> None:
+    write_json({"cell": cell.name, **outcome}, Path(cell.out) / "launch.json")
+    print(f"{outcome['status']}: {cell.name} ({outcome['updates']} updates, SLURM job {outcome['job_id']})",
+          flush=True)
+
+
+try:
+    failures = run_array([resolve(c) for c in params.cells], Path(params.folder), params.experiment, params.slurm,
+                         record)
+except AflError as exc:
+    print(f"afl: error: {exc}", file=sys.stderr)
+    sys.exit(1)
+for report in failures:
+    print(f"afl: error: {report}", file=sys.stderr)
+if failures:
+    print(f"afl: error: {len(failures)} of {len(params.cells)} cells of {params.experiment} failed (above); "
+          "fix: correct the cause and rerun snakemake: only these cells run again", file=sys.stderr)
+    sys.exit(1)
