@@ -10,9 +10,11 @@ cluster/local-slurm.sh up``):
 - ``after k=1`` and ``after k=4``: this checkout, one SLURM array per experiment, ``cells_per_job``
   1 and 4.
 
-For each it prints: the wall time of the grid; the login-node processes (Snakemake and every
-process under it, sampled every ``SAMPLE_S``): their peak count, peak total resident memory (RSS)
-and peak total proportional memory (PSS: shared pages split between the processes that map them);
+Only the cells run (``--omit-from aggregate``): the tables and figures are the same either way.
+For each it prints: the wall time of the grid; Snakemake's own peak resident memory; the waiting
+processes under it on the login node (sampled every ``SAMPLE_S``): their peak count, peak total
+resident memory (RSS) and peak total proportional memory (PSS: shared pages split between the
+processes that map them);
 the sbatch, sacct, squeue and scontrol calls made on the login node (through logging wrappers first
 on PATH), in all and per minute; the SLURM jobs and array tasks that ran (sacct).
 
@@ -106,13 +108,14 @@ def run_grid(label: str, repo: Path, workdir: Path, slurm: dict, cells: int, ext
     env = {**env, "PATH": f"{workdir / 'bin'}:{env['PATH']}"}
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
                str(workdir), "--profile", str(repo / "cluster" / "profiles" / "slurm"), "--configfile", str(wf),
-               *extra]
-    peak = {"processes": 0, "rss_kb": 0, "pss_kb": 0}
+               "--omit-from", "aggregate", *extra]
+    peak = {"processes": 0, "rss_kb": 0, "pss_kb": 0, "snakemake_kb": 0}
     start = time.monotonic()
     with open(workdir / "snakemake.log", "w") as log:
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            pids = tree(proc.pid)
+            peak["snakemake_kb"] = max(peak["snakemake_kb"], memory_kb(proc.pid)[0])
+            pids = tree(proc.pid)[1:]
             mem = [memory_kb(p) for p in pids]
             peak["processes"] = max(peak["processes"], len(pids))
             peak["rss_kb"] = max(peak["rss_kb"], sum(m[0] for m in mem))
@@ -165,13 +168,13 @@ def main() -> None:
                                      {**SLURM, "cells_per_job": k}, args.cells, [], dict(os.environ)))
                 print(rows[-1], flush=True)
     print()
-    print("| run | wall time | login-node processes (peak) | peak RSS, total | peak PSS, total | sbatch | sacct "
-          "| squeue | sacct+squeue per min | SLURM jobs / array tasks | arrays |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | wall time | Snakemake RSS (peak) | processes under it (peak) | their RSS, total (peak) | their PSS, "
+          "total (peak) | sbatch | sacct | squeue | sacct+squeue per min | SLURM jobs / array tasks | arrays |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c = r["calls"]
         per_min = (c["sacct"] + c["squeue"]) / (r["wall_s"] / 60)
-        print(f"| {r['label']} | {r['wall_s']:.0f} s | {r['processes']} | {r['rss_kb'] / 1024:,.0f} MB | "
+        print(f"| {r['label']} | {r['wall_s']:.0f} s | {r['snakemake_kb'] / 1024:,.0f} MB | {r['processes']} | {r['rss_kb'] / 1024:,.0f} MB | "
               f"{r['pss_kb'] / 1024:,.0f} MB | {c['sbatch']} | {c['sacct']} | {c['squeue']} | {per_min:.1f} | "
               f"{r['tasks']} | {r['arrays']} |")
     if len(rows) == 3:
