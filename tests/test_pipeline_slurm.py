@@ -251,3 +251,35 @@ def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path)
     assert "afl task: USR2: 1 running cells saved; requeueing this task" in log, log
     assert "preempted-cell: asked to save; it resumes from the checkpoint.pt just written" in (out / "train.log").read_text()
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_a_task_cancelled_without_a_result_is_reported_from_sacct(tmp_path: Path, monkeypatch) -> None:
+    from afl.cluster import array
+    from afl.config import config_hash, to_dict
+
+    # Asked sooner than on a cluster: sacct every 2 s, a missing result file is final after 5 s.
+    monkeypatch.setattr(array, "POLL_S", 2)
+    monkeypatch.setattr(array, "LATE_S", 5)
+    raw = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
+           "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
+                                                                   "buffer_size": 2},
+           "run": {"updates": 2400, "eval_every": 400}}
+    cfgs = [load_config({**raw, "seed": seed}) for seed in (0, 1)]
+    cells = [array.CellRun(f"c:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
+             for seed, cfg in enumerate(cfgs)]
+    records, outcome = {}, {}
+    waiter = threading.Thread(target=lambda: outcome.update(failures=array.run_array(
+        cells, tmp_path / "slurm", "cancelled", slurm_settings(DEFAULT_SLURM, SLURM),
+        lambda c, r: records.update({c.name: r}))))
+    waiter.start()
+    wait_until(lambda: (tmp_path / "slurm" / "array.json").exists(), 60, "the submission")
+    (entry,) = submitted(tmp_path)
+    doomed = f"{entry['job_id']}_1"
+    wait_until(lambda: (tmp_path / "cell1" / "train.log").exists(), 120, "the second cell to start")
+    subprocess.run(["scancel", doomed], check=True, timeout=30)
+    waiter.join(timeout=300)
+    assert not waiter.is_alive()
+    assert list(records) == ["c:0"] and records["c:0"]["status"] == "completed"
+    (report,) = outcome["failures"]
+    assert report.startswith(f"cell c:1: SLURM array task {doomed} ended CANCELLED (exit code "), report
+    assert f"lines of {tmp_path / 'cell1' / 'train.log'}" in report

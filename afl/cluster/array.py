@@ -63,7 +63,7 @@ class CellRun:
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """``{task id: (state, exit code)}`` for every task of these jobs or arrays; pending ranges expanded."""
+    """``{task id: (state, exit code)}`` for every task of these jobs or arrays (one sacct call)."""
     if not job_ids:
         return {}
     try:
@@ -71,18 +71,23 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
                              capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
+    return parse_sacct(out)
+
+
+def parse_sacct(out: str) -> dict[str, tuple[str, str]]:
+    """``sacct -X -n -P -o JobID,State,ExitCode`` lines as ``{task id: (state, exit code)}``; a pending
+    range such as ``12_[3-5%2]`` gives ``12_3``, ``12_4``, ``12_5``; ``CANCELLED by 0`` gives ``CANCELLED``."""
     states = {}
     for line in out.splitlines():
         fields = line.split("|")
         if len(fields) < 3:
             continue
-        state = fields[1].split()[0] if fields[1] else "UNKNOWN"
+        state = fields[1].split()[0] if fields[1].strip() else "UNKNOWN"
         for parts in read_job_id(fields[0]):
             if len(parts) == 1:
                 states[parts[0]] = (state, fields[2])
             else:
-                first, last = int(parts[1]), int(parts[-1])
-                for index in range(first, last + 1):
+                for index in range(int(parts[1]), int(parts[-1]) + 1):
                     states[f"{parts[0]}_{index}"] = (state, fields[2])
     return states
 

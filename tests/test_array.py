@@ -1,0 +1,67 @@
+"""The array launcher's pieces that need no SLURM: sacct's lines read by hand, a cell's threads,
+and ``CellTask`` run here: its cells train in child processes to the tables of ``afl train`` at
+the same threads, a finished cell is skipped, and a failing cell fails the task after the
+others finish. (On SLURM: tests/test_pipeline_slurm.py, tests/test_preemption_slurm.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, assert_same_tables
+
+from afl.cluster.array import CellRun, parse_sacct, threads_per_cell
+from afl.cluster.task import LOG, CellsFailed, CellTask
+from afl.config import config_hash, load_config, to_dict
+from afl.run.train import train
+
+
+def test_sacct_lines_expand_pending_ranges_and_keep_the_first_word_of_a_state():
+    out = ("41_0|COMPLETED|0:0\n"
+           "41_1|CANCELLED by 0|0:15\n"
+           "41_[2-4%2]|PENDING|0:0\n"
+           "42|FAILED|1:0\n"
+           "43_7|RUNNING|0:0\n")
+    assert parse_sacct(out) == {"41_0": ("COMPLETED", "0:0"), "41_1": ("CANCELLED", "0:15"),
+                                "41_2": ("PENDING", "0:0"), "41_3": ("PENDING", "0:0"), "41_4": ("PENDING", "0:0"),
+                                "42": ("FAILED", "1:0"), "43_7": ("RUNNING", "0:0")}
+    assert parse_sacct("") == {}
+
+
+@pytest.mark.parametrize(("cpus", "k", "threads"), [(8, 1, 8), (8, 4, 2), (8, 3, 2), (1, 2, 1)])
+def test_a_cell_trains_on_the_job_cpus_split_between_its_cells(cpus, k, threads):
+    assert threads_per_cell({"cpus": cpus, "cells_per_job": k}) == threads
+
+
+def cell(tmp_path: Path, name: str, raw: dict) -> CellRun:
+    cfg = load_config(raw)
+    return CellRun(name, str(tmp_path / name), to_dict(cfg), config_hash(cfg))
+
+
+def test_a_task_runs_its_cells_in_child_processes_to_the_tables_of_afl_train(tmp_path):
+    cells = [cell(tmp_path, f"c{seed}", {**TINY, "seed": seed}) for seed in (0, 1)]
+    summary = CellTask([c.as_task() for c in cells], threads=1)()
+    assert [summary[c.name]["status"] for c in cells] == ["completed", "completed"]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for c in cells:
+            train(load_config(c.config), tmp_path / f"alone-{c.name}", progress=False)
+            assert_same_tables(tmp_path / f"alone-{c.name}", Path(c.out))
+            assert "1 torch threads" in (Path(c.out) / LOG).read_text()
+    finally:
+        torch.set_num_threads(previous)
+    # Run again (a requeued task): finished cells are skipped, no process started.
+    stamp = (Path(cells[0].out) / "run.json").stat().st_mtime_ns
+    CellTask([c.as_task() for c in cells], threads=1)()
+    assert (Path(cells[0].out) / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_a_failing_cell_fails_its_task_after_the_other_finishes(tmp_path):
+    good = cell(tmp_path, "good", TINY)
+    bad = cell(tmp_path, "bad", {**TINY, "timing": {"rates": {"kind": "trace", "path": str(tmp_path / "none.csv")}}})
+    with pytest.raises(CellsFailed, match=r"1 of 2 cells failed \(bad\); each cell's output is in its folder's "):
+        CellTask([bad.as_task(), good.as_task()], threads=1)()
+    assert (Path(good.out) / "run.json").exists()
+    assert f"afl: error: timing.rates.path: cannot read {tmp_path / 'none.csv'}" in (Path(bad.out) / LOG).read_text()
