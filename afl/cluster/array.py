@@ -212,7 +212,6 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
     finished cell as it ends; return the failure reports of the others (empty: all finished)."""
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    by_name = {c.name: c for c in cells}
     # SLURM's view first, then the cells' own: a task ending in between has its cells seen finished.
     arrays = _read_record(folder)
     states = sacct_states([a["job_id"] for a in arrays])
@@ -239,11 +238,10 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
         _log(f"{name}: submitted {len(todo)} cells as {len(new)} SLURM tasks ({slurm['cells_per_job']} cells per "
              f"task, at most {slurm['array_parallelism']} at once): {', '.join(submitted)}")
         tasks += new
-    return _wait(tasks, by_name, slurm, record)
+    return _wait(tasks, slurm, record)
 
 
-def _wait(tasks: list[_Task], cells: dict[str, CellRun], slurm: dict,
-          record: Callable[[CellRun, dict], None]) -> list[str]:
+def _wait(tasks: list[_Task], slurm: dict, record: Callable[[CellRun, dict], None]) -> list[str]:
     failures = []
     last_poll = time.monotonic()
     while tasks:
