@@ -46,6 +46,18 @@ def test_cell_names_are_stable_and_follow_the_config(tmp_path: Path) -> None:
     assert cells[3].columns == {"algorithm.name": "sfl", "algorithm.concurrency": 2, "seed": 1}
 
 
+def test_a_cell_whose_base_config_changed_after_planning_is_refused_where_it_runs(tmp_path: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", TINY)
+    planned = config_hash(load_config(TINY, ["seed=1"]))
+    assert config_hash(pipeline.planned_config(base, ["seed=1"], planned)) == planned
+    write_yaml(base, {**TINY, "run": {"rounds": 7, "eval_every": 2}})
+    with pytest.raises(ConfigError) as caught:
+        pipeline.planned_config(base, ["seed=1"], planned)
+    changed = config_hash(load_config(base, ["seed=1"]))
+    assert str(caught.value) == (f"{base}: resolves to config {changed}, but the workflow planned {planned}; "
+                                 "fix: the base config changed while the workflow ran: rerun snakemake")
+
+
 def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
     spec = {"config": str(base), "grid": {"algorithm.concurrency": [2, 5]}}

@@ -122,6 +122,13 @@ def threads_per_cell(slurm: dict) -> int:
     return max(1, slurm["cpus"] // slurm["cells_per_job"])
 
 
+def finished(cell: CellRun) -> dict | None:
+    """The outcome of a cell whose folder holds a finished run of its config (SUMMARY, executor, and
+    the SLURM job or array task that ran it, from its run.json); None if it must run."""
+    info = checkpoint.finished_run(Path(cell.out), cell.config_hash)
+    return None if info is None else {**summary(info), "executor": "slurm", "job_id": info.get("slurm_job")}
+
+
 def _read_record(folder: Path) -> list[dict]:
     try:
         return json.loads((folder / RECORD).read_text())["arrays"]
@@ -217,8 +224,8 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
     states = sacct_states([a["job_id"] for a in arrays])
     pending = []
     for cell in cells:
-        if (info := checkpoint.finished_run(Path(cell.out), cell.config_hash)) is not None:
-            record(cell, {**summary(Path(cell.out)), "executor": "slurm", "job_id": info.get("slurm_job")})
+        if (outcome := finished(cell)) is not None:
+            record(cell, outcome)
         else:
             pending.append(cell)
     if not pending:
@@ -285,8 +292,8 @@ def _finish(task: _Task, slurm: dict, record: Callable[[CellRun, dict], None]) -
         error = "" if outcome == "success" else str(value)
     failures, state = [], None
     for cell in task.cells:
-        if checkpoint.finished_run(Path(cell.out), cell.config_hash) is not None:
-            record(cell, {**summary(Path(cell.out)), "executor": "slurm", "job_id": job_id})
+        if (outcome := finished(cell)) is not None:
+            record(cell, outcome)
             continue
         state = state or _final_state(job_id)
         failures.append(failure(cell, job_id, state[0], state[1], error, slurm))

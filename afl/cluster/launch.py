@@ -23,9 +23,9 @@ import yaml
 
 from afl.atomic import write_json
 from afl.cluster.array import CellRun, run_array
-from afl.cluster.pipeline import DEFAULT_SLURM, slurm_settings
-from afl.cluster.task import SUMMARY
-from afl.config import Config, config_hash, load_config, to_dict
+from afl.cluster.pipeline import DEFAULT_SLURM, planned_config, slurm_settings
+from afl.cluster.task import summary
+from afl.config import Config, config_hash, to_dict
 from afl.errors import AflError
 from afl.run import checkpoint
 
@@ -39,7 +39,7 @@ def launch(cfg: Config, out: Path, name: str, executor: str = "local", slurm: di
     """Run ``cfg`` into ``out`` (``executor`` local: here; slurm: as a job); return its summary."""
     out = Path(out).resolve()
     if (info := checkpoint.finished_run(out, config_hash(cfg))) is not None:
-        return {**{k: info.get(k) for k in SUMMARY}, "executor": executor, "job_id": info.get("slurm_job")}
+        return {**summary(info), "executor": executor, "job_id": info.get("slurm_job")}
     if executor == "local":
         import torch
 
@@ -47,8 +47,7 @@ def launch(cfg: Config, out: Path, name: str, executor: str = "local", slurm: di
 
         if threads:
             torch.set_num_threads(threads)
-        info = train(cfg, out, progress=False)
-        return {**{k: info.get(k) for k in SUMMARY}, "executor": "local", "job_id": None}
+        return {**summary(train(cfg, out, progress=False)), "executor": "local", "job_id": None}
     outcome = {}
     failures = run_array([CellRun(name, str(out), to_dict(cfg), config_hash(cfg))], out / "slurm", name,
                          {**slurm, "cells_per_job": 1}, lambda cell, result: outcome.update(result))
@@ -68,11 +67,7 @@ def _settings(items: list[str]) -> dict:
 
 
 def cmd_launch(args) -> int:
-    cfg = load_config(args.config, args.set or [])
-    hash_ = config_hash(cfg)
-    if args.expect_hash and hash_ != args.expect_hash:
-        raise AflError(f"{args.config}: resolves to config {hash_}, but the workflow planned {args.expect_hash}; "
-                       "fix: the base config changed while the workflow ran: rerun snakemake")
+    cfg = planned_config(args.config, args.set or [], args.expect_hash)
     name = args.name or Path(args.out).name
     slurm = slurm_settings(args.slurm_defaults, _settings(args.slurm or [])) if args.executor == "slurm" else None
     try:

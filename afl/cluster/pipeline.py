@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from afl.config import config_hash, load_config, read_yaml, to_dict
+from afl.config import Config, config_hash, load_config, read_yaml, to_dict
 from afl.errors import ConfigError
 
 # Columns every aggregated table carries, whether or not the grid varies them.
@@ -119,6 +119,16 @@ def _lookup(resolved: dict, key: str):
 def expand(experiments: dict, root: Path) -> dict[str, list[Cell]]:
     """Every experiment's cells: ``{experiment: [Cell, ...]}``; raises ConfigError on a bad cell."""
     return {name: experiment_cells(name, spec, root) for name, spec in experiments.items()}
+
+
+def planned_config(path: str | Path, sets: list[str], planned_hash: str | None) -> Config:
+    """A cell's config resolved again where it runs (``afl launch``, the array launcher); ConfigError
+    if it is not the config the workflow planned (``planned_hash``; None: no check)."""
+    cfg = load_config(path, sets)
+    if planned_hash and config_hash(cfg) != planned_hash:
+        raise ConfigError(f"{path}: resolves to config {config_hash(cfg)}, but the workflow planned {planned_hash}; "
+                          "fix: the base config changed while the workflow ran: rerun snakemake")
+    return cfg
 
 
 def slurm_settings(defaults: Path, *layers: dict | None) -> dict:

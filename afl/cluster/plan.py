@@ -142,7 +142,8 @@ def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
         jobs = -(-pending // slurm["cells_per_job"])
         rows.append({"experiment": name, "cells": len(these), "pending": pending,
                      "cells_per_job": slurm["cells_per_job"], "jobs": jobs,
-                     "arrays": -(-jobs // (DEFAULT_MAX_ARRAY_SIZE - 1)), "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
+                     "arrays": -(-jobs // (DEFAULT_MAX_ARRAY_SIZE - 1)),
+                     "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
                      "train_samples": float(np.median([w.train_samples for w in works])),
                      "tflop_median": float(np.median(flops)) / 1e12, "tflop_max": float(flops.max()) / 1e12,
                      "tflop_total": float(flops.sum()) / 1e12})
@@ -158,7 +159,8 @@ def table(rows: list[dict]) -> str:
              f"{r['train_samples']:.3g}", f"{r['tflop_median']:.3g}", f"{r['tflop_max']:.3g}",
              f"{r['tflop_total']:.3g}"] for r in rows]
     body.append(["all", sum(r["cells"] for r in rows), sum(r["pending"] for r in rows), "",
-                 sum(r["jobs"] for r in rows), sum(r["arrays"] for r in rows), "", "", "", "", "", "", f"{sum(r['tflop_total'] for r in rows):.3g}"])
+                 sum(r["jobs"] for r in rows), sum(r["arrays"] for r in rows), "", "", "", "", "", "",
+                 f"{sum(r['tflop_total'] for r in rows):.3g}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
              for row in [header, *body]]
@@ -173,9 +175,9 @@ def cmd_plan(args) -> int:
         config["results"] = args.results
     print(table(plan(config, REPO, Path(args.slurm_defaults))))
     print(f"jobs: array tasks of cells/job pending cells, arrays of at most {DEFAULT_MAX_ARRAY_SIZE - 1} tasks "
-          f"(SLURM's default MaxArraySize; the launcher reads your cluster's); work: samples x FLOPs per sample of the model ({TRAIN_PASSES} "
-          "forward passes per training sample, 1 per test sample): divide by your device's sustained FLOP/s "
-          "for a time_min")
+          "(SLURM's default MaxArraySize; the launcher reads your cluster's); work: samples x FLOPs per sample "
+          f"of the model ({TRAIN_PASSES} forward passes per training sample, 1 per test sample): divide by your "
+          "device's sustained FLOP/s for a time_min")
     return 0
 
 

@@ -62,7 +62,8 @@ class CellTask(submitit.helpers.Checkpointable):
         if failed:
             raise CellsFailed(f"{len(failed)} of {len(self.cells)} cells failed ({', '.join(failed)}); "
                               f"each cell's output is in its folder's {LOG}")
-        return {cell["name"]: summary(Path(cell["out"])) for cell in self.cells}
+        return {cell["name"]: summary(checkpoint.finished_run(Path(cell["out"]), cell["config_hash"]))
+                for cell in self.cells}
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """USR2 (preemption or time limit): every running cell saves now; then resubmit this task."""
@@ -84,9 +85,8 @@ class CellTask(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
-def summary(out: Path) -> dict:
-    """The SUMMARY keys of a cell's run.json."""
-    info = json.loads((out / "run.json").read_text())
+def summary(info: dict) -> dict:
+    """The SUMMARY keys of a run's run.json (``info``)."""
     return {k: info.get(k) for k in SUMMARY}
 
 

@@ -88,14 +88,6 @@ def launch_args(wildcards):
     return shlex.join(args)
 
 
-def experiment_slurm(experiment):
-    """The workflow config's SLURM overrides of an experiment's jobs: `slurm`, then the experiment's."""
-    return {
-        **(config.get("slurm") or {}),
-        **(config["experiments"][experiment].get("slurm") or {}),
-    }
-
-
 def array_cells(experiment):
     """An experiment's cells as the array launcher takes them (train.smk, executor slurm)."""
     return [
@@ -159,7 +151,11 @@ SIZE = ""
 if EXECUTOR == "slurm":
     try:  # every experiment's SLURM settings, checked before anything is submitted
         SLURM = {
-            e: pipeline.slurm_settings(pipeline.DEFAULT_SLURM, experiment_slurm(e))
+            e: pipeline.slurm_settings(
+                pipeline.DEFAULT_SLURM,
+                config.get("slurm"),
+                config["experiments"][e].get("slurm"),
+            )
             for e in CELLS
         }
     except AflError as exc:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from afl.atomic import write_json
 from afl.cluster.array import CellRun, run_array
-from afl.cluster.pipeline import log_to
-from afl.config import config_hash, load_config, to_dict
+from afl.cluster.pipeline import log_to, planned_config
+from afl.config import to_dict
 from afl.errors import AflError
 
 log_to(snakemake.log[0])
@@ -22,10 +22,7 @@ params = snakemake.params
 
 
 def resolve(cell: dict) -> CellRun:
-    cfg = load_config(cell["config"], cell["sets"])
-    if config_hash(cfg) != cell["config_hash"]:
-        raise AflError(f"{cell['config']}: resolves to config {config_hash(cfg)}, but the workflow planned "
-                       f"{cell['config_hash']}; fix: the base config changed while the workflow ran: rerun snakemake")
+    cfg = planned_config(cell["config"], cell["sets"], cell["config_hash"])
     return CellRun(cell["name"], str(Path(cell["out"]).resolve()), to_dict(cfg), cell["config_hash"])
 
 
