@@ -65,3 +65,32 @@ def test_a_failing_cell_fails_its_task_after_the_other_finishes(tmp_path):
         CellTask([bad.as_task(), good.as_task()], threads=1)()
     assert (Path(good.out) / "run.json").exists()
     assert f"afl: error: timing.rates.path: cannot read {tmp_path / 'none.csv'}" in (Path(bad.out) / LOG).read_text()
+
+
+def test_an_error_result_left_by_a_requeue_is_stale_until_the_next_attempt_replaces_it(tmp_path, monkeypatch):
+    """SLURM requeues a preempted task itself and kills submitit's own `scontrol requeue`: submitit
+    records that as the task's error (seen in CI). The waiter must wait for the requeued attempt."""
+    import os
+    from types import SimpleNamespace
+
+    from submitit.core.utils import cloudpickle_dump
+
+    from afl.cluster import array
+
+    states = {"7_1": ("PENDING", "0:0")}
+    monkeypatch.setattr(array, "sacct_states", lambda ids: states)
+    result = tmp_path / "7_1_0_result.pkl"
+    task = array._Task(SimpleNamespace(job_id="7_1", paths=SimpleNamespace(result_pickle=result)), [])
+    assert not array._ended(task)  # no result yet
+    cloudpickle_dump(("error", "CalledProcessError: scontrol requeue 7_1 died with SIGTERM"), result)
+    assert not array._ended(task) and task.stale == result.stat().st_mtime_ns  # SLURM has it queued again
+    states["7_1"] = ("RUNNING", "0:0")
+    assert not array._ended(task)  # the same stale file is not read again
+    cloudpickle_dump(("success", {}), result)
+    os.utime(result, ns=(task.stale + 1, task.stale + 1))  # the next attempt's file, whatever the clock's grain
+    assert array._ended(task)
+    # A genuine error: SLURM shows the task over (after RUNNING while accounting catches up).
+    failed = array._Task(SimpleNamespace(job_id="7_2", paths=SimpleNamespace(result_pickle=tmp_path / "e.pkl")), [])
+    cloudpickle_dump(("error", "ValueError"), failed.job.paths.result_pickle)
+    states["7_2"] = ("FAILED", "1:0")
+    assert array._ended(failed) and failed.stale is None

@@ -164,6 +164,7 @@ class _Task:
     job: submitit.Job
     cells: list[CellRun]
     ended_at: float | None = None  # when sacct first showed it ended without a result file
+    stale: int | None = None  # mtime (ns) of an attempt's error result left behind by a requeue
 
 
 def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict) -> list[_Task]:
@@ -259,7 +260,7 @@ def _wait(tasks: list[_Task], slurm: dict, record: Callable[[CellRun, dict], Non
             last_poll = time.monotonic()
         still = []
         for task in tasks:
-            if task.job.paths.result_pickle.exists():
+            if _ended(task):
                 failures += _finish(task, slurm, record)
                 continue
             state = states.get(task.job.job_id, ("UNKNOWN", ""))[0]
@@ -273,12 +274,32 @@ def _wait(tasks: list[_Task], slurm: dict, record: Callable[[CellRun, dict], Non
     return failures
 
 
-def _final_state(job_id: str) -> tuple[str, str]:
-    """The task's final sacct state, waiting up to LATE_S for accounting to catch up."""
+def _ended(task: _Task) -> bool:
+    """Whether the task's result file says it has ended. An error can be an attempt's only: when
+    SLURM requeues a preempted task itself, it kills the step while submitit's own requeue runs,
+    and submitit records that as the task's error. Such a result is final only if SLURM does not
+    have the task queued again; else it is stale, and the next attempt's result replaces it."""
+    path = task.job.paths.result_pickle
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    if mtime == task.stale:
+        return False
+    if pickle_load(path)[0] == "success":
+        return True
+    if _state_after(task.job.job_id, {"RUNNING", "COMPLETING", "UNKNOWN"})[0] in ACTIVE_STATES:
+        task.stale = mtime
+        return False
+    return True
+
+
+def _state_after(job_id: str, passing: set[str]) -> tuple[str, str]:
+    """The task's sacct state once it is none of ``passing``, waiting up to LATE_S for accounting."""
     deadline = time.monotonic() + LATE_S
     while True:
         state = sacct_states([job_id]).get(job_id, ("UNKNOWN", ""))
-        if (state[0] not in ACTIVE_STATES and state[0] != "UNKNOWN") or time.monotonic() > deadline:
+        if state[0] not in passing or time.monotonic() > deadline:
             return state
         time.sleep(2)
 
@@ -295,6 +316,6 @@ def _finish(task: _Task, slurm: dict, record: Callable[[CellRun, dict], None]) -
         if (outcome := finished(cell)) is not None:
             record(cell, outcome)
             continue
-        state = state or _final_state(job_id)
+        state = state or _state_after(job_id, ACTIVE_STATES | {"UNKNOWN"})
         failures.append(failure(cell, job_id, state[0], state[1], error, slurm))
     return failures
