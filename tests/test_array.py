@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import TINY, assert_same_tables
 
-from afl.cluster.array import CellRun, parse_sacct, threads_per_cell
+from afl.cluster.array import CellRun, parse_sacct, state_of, threads_per_cell
 from afl.cluster.task import LOG, CellsFailed, CellTask
 from afl.config import config_hash, load_config, to_dict
 from afl.run.train import train
@@ -27,6 +27,34 @@ def test_sacct_lines_expand_pending_ranges_and_keep_the_first_word_of_a_state():
                                 "41_2": ("PENDING", "0:0"), "41_3": ("PENDING", "0:0"), "41_4": ("PENDING", "0:0"),
                                 "42": ("FAILED", "1:0"), "43_7": ("RUNNING", "0:0")}
     assert parse_sacct("") == {}
+
+
+def test_a_task_accounting_does_not_list_yet_takes_its_arrays_bare_record():
+    # Seen in CI: just after sbatch, sacct shows the array as "846|PENDING" before its tasks.
+    states = parse_sacct("846|PENDING|0:0\n845_0|RUNNING|0:0\n")
+    assert state_of(states, "846_1") == ("PENDING", "0:0")
+    assert state_of(states, "845_0") == ("RUNNING", "0:0")
+    assert state_of(states, "845_1") == ("UNKNOWN", "")
+
+
+def test_a_rerun_reattaches_to_the_tasks_the_controller_still_has_though_accounting_lags(tmp_path, monkeypatch):
+    """A rerun soon after the login session died: sacct may not list a queued task yet (seen in CI,
+    the cell was submitted a second time); squeue's live view keeps it attached."""
+    from afl.cluster import array
+
+    cells = [cell(tmp_path, f"c{i}", {**TINY, "seed": i}) for i in range(3)]
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / array.RECORD).write_text(
+        '{"arrays": [{"job_id": "846", "tasks": {"846_0": ["c0"], "846_1": ["c1"], "846_2": ["c2"]}}]}')
+    monkeypatch.setattr(array, "sacct_states", lambda ids: {"846_0": ("RUNNING", "0:0"), "846_2": ("FAILED", "1:0")})
+    monkeypatch.setattr(array, "queued_states", lambda ids: {"846_1": ("PENDING", "")})
+    submitted, waited = [], []
+    monkeypatch.setattr(array, "_submit", lambda todo, *a: submitted.extend(todo) or [])
+    monkeypatch.setattr(array, "_wait", lambda tasks, *a: waited.extend(tasks) or [])
+    assert array.run_array(cells, tmp_path / "slurm", "e", {"cells_per_job": 1, "array_parallelism": 9},
+                           lambda c, o: None) == []
+    assert sorted(t.job.job_id for t in waited) == ["846_0", "846_1"]
+    assert [c.name for c in submitted] == ["c2"]  # its task failed: the cell runs again
 
 
 @pytest.mark.parametrize(("cpus", "k", "threads"), [(8, 1, 8), (8, 4, 2), (8, 3, 2), (1, 2, 1)])

@@ -4,7 +4,7 @@
 
 1. reports the finished ones at once (a completed or diverged run of the same config);
 2. re-attaches to the tasks of earlier arrays (``<folder>/array.json``) that SLURM still has
-   queued or running, so that a rerun after the login session died never submits a cell twice;
+   queued or running (the controller's ``squeue``, then accounting's ``sacct``), so that a rerun after the login session died never submits a cell twice;
 3. submits the other cells as one array through submitit (``executor.batch()``): ``cells_per_job``
    cells per task (``afl.cluster.task.CellTask``), at most ``array_parallelism`` tasks at once
    (SLURM's ``--array=...%N``), split in arrays of at most the cluster's ``MaxArraySize``;
@@ -72,6 +72,26 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     except (OSError, subprocess.SubprocessError):
         return {}
     return parse_sacct(out)
+
+
+def queued_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``{task id: (state, "")}`` of the tasks of these arrays that the controller still has queued
+    or running (one ``squeue -r`` call): its live view, which sacct's accounting lags by seconds."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-r", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_sacct(out)
+
+
+def state_of(states: dict[str, tuple[str, str]], task_id: str) -> tuple[str, str]:
+    """A task's ``(state, exit code)`` in ``states``. A task without its own record takes its
+    array's bare one: accounting shows a just-submitted array as ``12|PENDING`` until it learns
+    the tasks."""
+    return states.get(task_id) or states.get(task_id.split("_")[0], ("UNKNOWN", ""))
 
 
 def parse_sacct(out: str) -> dict[str, tuple[str, str]]:
@@ -202,7 +222,7 @@ def _reattach(cells: dict[str, CellRun], folder: Path, arrays: list[dict],
         for job_id, names in array["tasks"].items():
             # A live task runs all its unfinished cells (it skips finished ones): wait for those of ours.
             ours = [cells[n] for n in names if n in cells]
-            if ours and states.get(job_id, ("UNKNOWN",))[0] in ACTIVE_STATES:
+            if ours and state_of(states, job_id)[0] in ACTIVE_STATES:
                 tasks.append(_Task(submitit.SlurmJob(folder=folder, job_id=job_id), ours))
                 live = True
         if live:
@@ -221,8 +241,9 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     # SLURM's view first, then the cells' own: a task ending in between has its cells seen finished.
+    # The controller's (squeue) overrides accounting's (sacct), which may not list a task yet.
     arrays = _read_record(folder)
-    states = sacct_states([a["job_id"] for a in arrays])
+    states = sacct_states([a["job_id"] for a in arrays]) | queued_states([a["job_id"] for a in arrays])
     pending = []
     for cell in cells:
         if (outcome := finished(cell)) is not None:
@@ -263,7 +284,7 @@ def _wait(tasks: list[_Task], slurm: dict, record: Callable[[CellRun, dict], Non
             if _ended(task):
                 failures += _finish(task, slurm, record)
                 continue
-            state = states.get(task.job.job_id, ("UNKNOWN", ""))[0]
+            state = state_of(states, task.job.job_id)[0]
             if states and state != "UNKNOWN" and state not in ACTIVE_STATES:
                 task.ended_at = task.ended_at or time.monotonic()
                 if time.monotonic() - task.ended_at >= LATE_S:
@@ -298,7 +319,7 @@ def _state_after(job_id: str, passing: set[str]) -> tuple[str, str]:
     """The task's sacct state once it is none of ``passing``, waiting up to LATE_S for accounting."""
     deadline = time.monotonic() + LATE_S
     while True:
-        state = sacct_states([job_id]).get(job_id, ("UNKNOWN", ""))
+        state = state_of(sacct_states([job_id]), job_id)
         if state[0] not in passing or time.monotonic() > deadline:
             return state
         time.sleep(2)
