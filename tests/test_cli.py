@@ -45,6 +45,18 @@ def test_bad_override_and_bad_yaml(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("item", "message"), [
+    ("array_parallelism=0", "slurm.array_parallelism: 0 is less than the minimum of 1"),
+    ("mem_gb=lots", "slurm.mem_gb: 'lots' is not of type 'number'"),
+    ("gpu=1", "slurm.gpu: unknown key"),
+])
+def test_a_bad_slurm_value_is_one_line_before_anything_is_submitted(tmp_path, item, message):
+    result = afl("launch", str(REPO / "config/runs/mnist-small.yaml"), "--out", str(tmp_path / "o"),
+                 "--executor", "slurm", "--slurm", item)
+    assert result.returncode == 2 and result.stderr.startswith(f"afl: error: {message}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_missing_dataset_names_the_folder_and_the_fix(tmp_path):
     result = afl("train", str(REPO / "config/runs/mnist-small.yaml"), "--out", str(tmp_path / "o"),
                  "--set", f"data.root={tmp_path / 'nowhere'}")

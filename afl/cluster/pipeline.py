@@ -32,9 +32,8 @@ from afl.errors import ConfigError
 # Columns every aggregated table carries, whether or not the grid varies them.
 REPO = Path(__file__).resolve().parents[2]  # the repository: relative experiment configs start here
 DEFAULT_SLURM = REPO / "cluster" / "slurm.yaml"  # the site's SLURM settings of a cell
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"  # the workflow config's; its $defs.slurm
 STANDARD_COLUMNS = ("algorithm.name", "algorithm.concurrency", "seed")
-SLURM_KEYS = ("partition", "account", "qos", "constraint", "gpus", "cpus", "mem_gb", "time_min",
-              "max_requeue", "signal_delay_s", "cells_per_job", "array_parallelism", "additional")
 MAX_READABLE = 160  # characters of a cell name before the hash (file names stop at 255)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -132,17 +131,25 @@ def planned_config(path: str | Path, sets: list[str], planned_hash: str | None) 
 
 
 def slurm_settings(defaults: Path, *layers: dict | None) -> dict:
-    """The SLURM settings of a cell: ``defaults`` (cluster/slurm.yaml) updated by each layer in turn."""
+    """The SLURM settings of a cell: ``defaults`` (cluster/slurm.yaml) updated by each layer in turn,
+    checked against the workflow schema's ``$defs.slurm`` (keys, types, ranges)."""
+    from jsonschema import Draft202012Validator  # here: the array waiter imports this module, not this
+
     try:
         settings = yaml.safe_load(Path(defaults).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{defaults}: cannot read the SLURM defaults ({exc}); fix: restore cluster/slurm.yaml") from None
     for layer in layers:
         settings.update(layer or {})
-    if unknown := sorted(set(settings) - set(SLURM_KEYS)):
-        raise ConfigError(f"slurm.{unknown[0]}: unknown key; fix: use only {', '.join(SLURM_KEYS)}")
-    if missing := sorted(set(SLURM_KEYS) - set(settings)):
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]["slurm"]
+    keys = list(schema["properties"])
+    if unknown := sorted(set(settings) - set(keys)):
+        raise ConfigError(f"slurm.{unknown[0]}: unknown key; fix: use only {', '.join(keys)}")
+    if missing := sorted(set(keys) - set(settings)):
         raise ConfigError(f"{defaults}: no {missing[0]}; fix: set {missing[0]} there (see cluster/slurm.yaml)")
+    for key in keys:
+        if error := next(Draft202012Validator(schema["properties"][key]).iter_errors(settings[key]), None):
+            raise ConfigError(f"slurm.{key}: {error.message}; fix: see cluster/slurm.yaml for its meaning and range")
     return settings
 
 
