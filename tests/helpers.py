@@ -6,6 +6,7 @@ Not a test module: pytest's default ``prepend`` import mode puts ``tests/`` (no 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -45,6 +46,17 @@ def wait_until(cond, timeout_s: float, what: str, interval_s: float = 0.5):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def recorded_arrays(folder: Path, timeout_s: float = 60) -> list[dict]:
+    """The arrays (or single jobs) a waiting process recorded in ``folder``'s array.json, once it has
+    recorded one (before its sbatch returns, the file holds only the submission's token)."""
+    def read():
+        try:
+            return json.loads((Path(folder) / "array.json").read_text())["arrays"]
+        except (OSError, ValueError, KeyError):
+            return None
+    return wait_until(read, timeout_s, f"an array recorded in {folder}")
 
 
 # ---------------------------------------------------------------- the workflow (test_pipeline*.py)

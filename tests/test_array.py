@@ -37,6 +37,21 @@ def test_a_task_accounting_does_not_list_yet_takes_its_arrays_bare_record():
     assert state_of(states, "845_1") == ("UNKNOWN", "")
 
 
+def test_an_unrecorded_submission_is_found_by_its_comment(monkeypatch):
+    import subprocess
+    from types import SimpleNamespace
+
+    from afl.cluster import array
+
+    lines = ("90_0|afl:t1\n90_1|afl:t1\n91_0|afl:other\n92|my own words afl:t2\n")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=lines))
+    assert array._recover("e", {"token": "t1", "tasks": [["a"], ["b"]]}) == [
+        {"job_id": "90", "tasks": {"90_0": ["a"], "90_1": ["b"]}}]
+    # A batch of one task is a plain job; the user's own comment comes before the token.
+    assert array._recover("e", {"token": "t2", "tasks": [["a", "b"]]}) == [{"job_id": "92", "tasks": {"92": ["a", "b"]}}]
+    assert array._recover("e", {"token": "t3", "tasks": [["a"]]}) == []
+
+
 def test_a_rerun_reattaches_to_the_tasks_the_controller_still_has_though_accounting_lags(tmp_path, monkeypatch):
     """A rerun soon after the login session died: sacct may not list a queued task yet (seen in CI,
     the cell was submitted a second time); squeue's live view keeps it attached."""

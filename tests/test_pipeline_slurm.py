@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import (REPO, SLURM_PARTITION, TINY, assert_same_tables, error_lines, snakemake, wait_until,
-                     write_yaml)
+from helpers import (REPO, SLURM_PARTITION, TINY, assert_same_tables, error_lines, recorded_arrays, snakemake,
+                     wait_until, write_yaml)
 
 from afl.config import load_config
 from afl.cluster.launch import DEFAULT_SLURM, launch
@@ -56,11 +56,6 @@ def sacct(job_id: str) -> dict[str, tuple[str, str]]:
     return wait_until(final, 60, f"the final sacct states of job {job_id}")
 
 
-def submitted(folder: Path) -> list[dict]:
-    """The arrays (or single jobs) an experiment's waiting process submitted, from its array.json."""
-    return json.loads((folder / "slurm" / "array.json").read_text())["arrays"]
-
-
 def cell_dirs(experiment_dir: Path) -> list[Path]:
     return sorted(p for p in experiment_dir.iterdir() if p.name not in ("tables", "slurm"))
 
@@ -82,17 +77,27 @@ def test_grid_runs_as_one_slurm_array(tmp_path: Path, profile_env: dict) -> None
     assert f"rule submit_{experiment}:" in dry.stdout and "at most 4 array tasks" in dry.stderr
     planned = re.search(r"rule submit_\w+:\n\s+output: (.*)\n", dry.stdout).group(1).split(", ")
     assert len(planned) == 4 and all(p.endswith("/launch.json") for p in planned)  # -n lists every cell
+    # The aggregation and the figures each take one of the profile's login_node=2 slots; the light
+    # waiting process takes none.
+    blocks = dict(re.findall(r"rule (\w+):\n((?: {4}.*\n)+)", dry.stdout))
+    assert sorted(blocks) == ["aggregate", "all", "figure_curves", "figure_staleness", f"submit_{experiment}"]
+    slots = {rule: re.search(r"resources: .*login_node=(\d)", block) for rule, block in blocks.items()}
+    assert {rule for rule, found in slots.items() if found and found.group(1) == "1"} == {
+        "aggregate", "figure_curves", "figure_staleness"}, dry.stdout
 
     result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "executor slurm" in result.stderr
+    assert 'Provided resources: login_node=Resource("login_node", 2)' in result.stderr  # the profile's limit
     folder = tmp_path / "results" / experiment
-    (array,) = submitted(folder)
+    (array,) = recorded_arrays(folder / "slurm")
     cells = cell_dirs(folder)
     assert [f"results/{experiment}/{c.name}/launch.json" for c in cells] == sorted(planned)
     assert sacct(array["job_id"]) == {f"{array['job_id']}_{i}": (experiment, "COMPLETED") for i in range(4)}
     script = (folder / "slurm" / f"{array['job_id']}_submission.sh").read_text()
     assert "#SBATCH --array=0-3%2\n" in script  # array_parallelism: at most 2 tasks at once
+    token = json.loads((folder / "slurm" / "array.json").read_text())  # the token is gone once recorded
+    assert "submitting" not in token and re.search(r"#SBATCH --comment=afl:[0-9a-f]{32}\n", script), script
     for cell in cells:
         record = json.loads((cell / "launch.json").read_text())
         assert record["executor"] == "slurm" and record["status"] == "completed"
@@ -143,7 +148,7 @@ def test_failed_cell_reports_state_and_log_and_rerun_retries_only_it(tmp_path: P
     assert first.returncode != 0
     folder = tmp_path / "results" / "e"
     good, bad = (next(folder.glob(f"timing.rates.kind={k}__*")) for k in ("constant", "trace"))
-    (array,) = submitted(folder)
+    (array,) = recorded_arrays(folder / "slurm")
     task = next(t for t, names in array["tasks"].items() if names == [f"e:{bad.name}"])
     head = re.search(rf"afl: error: cell e:{re.escape(bad.name)}: SLURM array task {task} ended (\w+) "
                      r"\(exit code 1:0\); fix: .*", output)
@@ -181,8 +186,7 @@ def test_killed_waiter_reattaches_to_its_array_without_submitting_again(tmp_path
                              start_new_session=True)
     folder = tmp_path / "results" / "e"
     try:
-        wait_until(lambda: (folder / "slurm" / "array.json").exists(), 120, "the array's submission")
-        (array,) = submitted(folder)
+        (array,) = recorded_arrays(folder / "slurm", 120)
         wait_until(lambda: any("RUNNING" in st for _, st in _states(array["job_id"])), 60, "a running task")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
@@ -197,7 +201,7 @@ def test_killed_waiter_reattaches_to_its_array_without_submitting_again(tmp_path
     attached = re.search(rf"re-attached to (\d) queued or running tasks of {array['job_id']} \((\d) cells\)", log)
     assert attached and attached.group(1) == attached.group(2) and int(attached.group(1)) >= 1, log
     assert "submitted" not in log
-    assert submitted(folder) == [array]
+    assert recorded_arrays(folder / "slurm") == [array]
     for cell in cell_dirs(folder):
         record = json.loads((cell / "launch.json").read_text())
         assert record["status"] == "completed" and record["job_id"].split("_")[0] == array["job_id"]
@@ -222,7 +226,7 @@ def test_two_cells_per_job_give_the_tables_of_one(tmp_path: Path, profile_env: d
         result = snakemake(where, "--configfile", str(wf), profile="slurm", env=profile_env)
         assert result.returncode == 0, result.stdout + result.stderr
         folders[k] = where / "results" / "e"
-    (array,) = submitted(folders[2])
+    (array,) = recorded_arrays(folders[2] / "slurm")
     assert sorted(len(names) for names in array["tasks"].values()) == [2, 2]
     one, two = cell_dirs(folders[1]), cell_dirs(folders[2])
     assert [c.name for c in one] == [c.name for c in two] and len(one) == 4
@@ -239,8 +243,7 @@ def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path)
     outcome = {}
     waiter = threading.Thread(target=lambda: outcome.update(launch(cfg, out, "preempted-cell", "slurm", slurm)))
     waiter.start()
-    wait_until(lambda: (out / "slurm" / "array.json").exists(), 60, "the job to be submitted")
-    ((job_id, names),) = submitted(out)[0]["tasks"].items()
+    ((job_id, names),) = recorded_arrays(out / "slurm")[0]["tasks"].items()
     assert names == ["preempted-cell"] and "_" not in job_id  # one cell: a plain job, not an array
     wait_until(lambda: (out / "checkpoint.pt").exists(), 120, "a first checkpoint", 0.2)
     # What a preemption (or the time limit) does: USR2; CellTask.checkpoint has the running cell
@@ -276,8 +279,7 @@ def test_a_task_cancelled_without_a_result_is_reported_from_sacct(tmp_path: Path
         cells, tmp_path / "slurm", "cancelled", slurm_settings(DEFAULT_SLURM, SLURM),
         lambda c, r: records.update({c.name: r}))))
     waiter.start()
-    wait_until(lambda: (tmp_path / "slurm" / "array.json").exists(), 60, "the submission")
-    (entry,) = submitted(tmp_path)
+    (entry,) = recorded_arrays(tmp_path / "slurm")
     doomed = f"{entry['job_id']}_1"
     wait_until(lambda: (tmp_path / "cell1" / "train.log").exists(), 120, "the second cell to start")
     subprocess.run(["scancel", doomed], check=True, timeout=30)
@@ -287,3 +289,46 @@ def test_a_task_cancelled_without_a_result_is_reported_from_sacct(tmp_path: Path
     (report,) = outcome["failures"]
     assert report.startswith(f"cell c:1: SLURM array task {doomed} ended CANCELLED (exit code "), report
     assert f"lines of {tmp_path / 'cell1' / 'train.log'}" in report
+
+
+def test_a_waiter_killed_between_sbatch_and_its_record_finds_its_array_by_comment(tmp_path: Path, monkeypatch,
+                                                                                  capfd) -> None:
+    """Killed after sbatch returned but before array.json named the array: the rerun must find the
+    array (its SLURM comment carries the token recorded before sbatch) and not submit it again."""
+    from afl.cluster import array
+    from afl.config import config_hash, to_dict
+
+    class Killed(BaseException):
+        pass
+
+    raw = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
+           "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
+                                                                   "buffer_size": 2},
+           "run": {"updates": 2400, "eval_every": 400}}
+    cfgs = [load_config({**raw, "seed": seed}) for seed in (0, 1)]
+    cells = [array.CellRun(f"c:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
+             for seed, cfg in enumerate(cfgs)]
+    slurm, name = slurm_settings(DEFAULT_SLURM, SLURM), f"k{uuid.uuid4().hex[:8]}"
+    real_write = array.write_json
+
+    def dies_after_sbatch(obj, path):
+        if "submitting" not in obj:
+            raise Killed
+        real_write(obj, path)
+
+    monkeypatch.setattr(array, "write_json", dies_after_sbatch)
+    with pytest.raises(Killed):
+        array.run_array(cells, tmp_path / "slurm", name, slurm, lambda c, r: None)
+    monkeypatch.setattr(array, "write_json", real_write)
+    record = json.loads((tmp_path / "slurm" / "array.json").read_text())
+    assert record["arrays"] == [] and len(record["submitting"]["tasks"]) == 2
+    capfd.readouterr()
+    records = {}
+    assert array.run_array(cells, tmp_path / "slurm", name, slurm, lambda c, r: records.update({c.name: r})) == []
+    err = capfd.readouterr().err
+    (recovered,) = recorded_arrays(tmp_path / "slurm")
+    assert re.search(rf"re-attached to [12] queued or running tasks of {recovered['job_id']} \([12] cells\)", err), err
+    assert "submitted" not in err, err
+    assert sorted(recovered["tasks"]) == [f"{recovered['job_id']}_0", f"{recovered['job_id']}_1"]
+    assert {r["job_id"] for r in records.values()} == set(recovered["tasks"])
+    assert all(r["status"] == "completed" for r in records.values()) and len(records) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SLURM_PARTITION, assert_same_tables, wait_until
+from helpers import SLURM_PARTITION, assert_same_tables, recorded_arrays, wait_until
 
 from afl.run import checkpoint
 from afl.config import config_hash, load_config, to_dict
@@ -55,9 +55,7 @@ def start(cfg, out: Path, name: str, slurm: dict) -> tuple[threading.Thread, dic
 
 def submitted_task(folder: Path) -> str:
     """The id of the (first) task that the waiting process recorded in ``folder``'s array.json."""
-    record = folder / "array.json"
-    wait_until(record.exists, 60, "the submission")
-    return next(iter(json.loads(record.read_text())["arrays"][0]["tasks"]))
+    return next(iter(recorded_arrays(folder)[0]["tasks"]))
 
 
 def test_array_task_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tables(tmp_path):
@@ -88,8 +86,7 @@ def test_array_task_preempted_by_an_urgent_job_resumes_to_the_uninterrupted_tabl
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    submitted_task(tmp_path / "slurm")
-    (array,) = json.loads((tmp_path / "slurm" / "array.json").read_text())["arrays"]
+    (array,) = recorded_arrays(tmp_path / "slurm")
     assert sorted(array["tasks"]) == [f"{array['job_id']}_0", f"{array['job_id']}_1"]
     for cell in cells:
         wait_until(lambda: (Path(cell.out) / checkpoint.NAME).exists(), 180, "the cells' first checkpoints", 0.1)

@@ -4,10 +4,13 @@
 
 1. reports the finished ones at once (a completed or diverged run of the same config);
 2. re-attaches to the tasks of earlier arrays (``<folder>/array.json``) that SLURM still has
-   queued or running (the controller's ``squeue``, then accounting's ``sacct``), so that a rerun after the login session died never submits a cell twice;
+   queued or running (the controller's ``squeue`` and accounting's ``sacct``), so that a rerun
+   after the login session died never submits a cell twice;
 3. submits the other cells as one array through submitit (``executor.batch()``): ``cells_per_job``
    cells per task (``afl.cluster.task.CellTask``), at most ``array_parallelism`` tasks at once
-   (SLURM's ``--array=...%N``), split in arrays of at most the cluster's ``MaxArraySize``;
+   (SLURM's ``--array=...%N``), split in arrays of at most the cluster's ``MaxArraySize``; each
+   array is recorded in array.json, and found by its SLURM comment if this process dies between
+   its sbatch and that record;
 4. waits, writing each cell's outcome (``record``) as soon as its task has ended: a look at the
    tasks' result files every ``CHECK_S`` seconds, one ``sacct`` for all arrays every ``POLL_S``
    seconds (for tasks that ended without a result: killed, out of memory, cancelled).
@@ -19,11 +22,13 @@ them after every other task has ended. A rerun submits only the cells that are n
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -149,11 +154,32 @@ def finished(cell: CellRun) -> dict | None:
     return None if info is None else {**summary(info), "executor": "slurm", "job_id": info.get("slurm_job")}
 
 
-def _read_record(folder: Path) -> list[dict]:
+def _read_record(folder: Path) -> dict:
     try:
-        return json.loads((folder / RECORD).read_text())["arrays"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {"arrays": []}
+    return record if isinstance(record.get("arrays"), list) else {"arrays": []}
+
+
+def _recover(name: str, submitting: dict) -> list[dict]:
+    """The array of a submission whose waiter died between sbatch and recording it (array.json's
+    ``submitting``): found by its comment among the user's queued or running jobs named ``name``.
+    None found: it was never submitted, or it has ended (its cells' folders tell how)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-n", name, "-o", "%i|%k"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
         return []
+    ids = sorted({line.split("|")[0].split("_")[0] for line in out.splitlines()
+                  if line.split("|")[-1].split()[-1:] == [_comment(submitting["token"])]})
+    groups = submitting["tasks"]  # a batch of one task is a plain job, not an array
+    return [{"job_id": a, "tasks": {a if len(groups) == 1 else f"{a}_{i}": g for i, g in enumerate(groups)}}
+            for a in ids]
+
+
+def _comment(token: str) -> str:
+    return f"afl:{token}"
 
 
 def _log_tail(path: Path) -> str:
@@ -187,19 +213,29 @@ class _Task:
     stale: int | None = None  # mtime (ns) of an attempt's error result left behind by a requeue
 
 
-def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict) -> list[_Task]:
+def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict, arrays: list[dict]) -> list[_Task]:
+    """Submit ``cells`` as arrays and record each in array.json after the earlier ``arrays``. Before
+    its sbatch, the record holds the array's cells and a token also sent as its SLURM comment, so
+    that a rerun finds the array even if this process dies before recording its id (``_recover``)."""
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=slurm["max_requeue"])
     except RuntimeError as exc:
         raise AflError(f"executor: slurm, but no SLURM here ({exc}); "
                        "fix: run on a login node of the cluster, or use executor: local") from None
-    executor.update_parameters(**executor_parameters(name, slurm))
+    params = executor_parameters(name, slurm)
+    extra = dict(params.get("slurm_additional_parameters") or {})
+    comment = str(extra.pop("comment", "") or "")  # the user's own comment is kept before the token
+    params["slurm_additional_parameters"] = extra
     k, threads = slurm["cells_per_job"], threads_per_cell(slurm)
     groups = [cells[i:i + k] for i in range(0, len(cells), k)]
     limit = max_array_size() - 1
     tasks = []
     for start in range(0, len(groups), limit):
         chunk = groups[start:start + limit]
+        token = uuid.uuid4().hex
+        write_json({"arrays": arrays, "submitting": {"token": token, "tasks": [[c.name for c in g] for g in chunk]}},
+                   folder / RECORD)
+        executor.update_parameters(**params, slurm_comment=f"{comment} {_comment(token)}".strip())
         try:
             with executor.batch():
                 jobs = [executor.submit(CellTask([c.as_task() for c in group], threads)) for group in chunk]
@@ -208,6 +244,9 @@ def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict) -> list[
             detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
             raise AflError(f"slurm: sbatch refused the array of {name} ({' '.join(detail.split())}); "
                            "fix: correct the slurm settings (cluster/slurm.yaml, the workflow config's slurm)") from None
+        arrays = arrays + [{"job_id": jobs[0].job_id.split("_")[0],
+                            "tasks": {j.job_id: [c.name for c in g] for j, g in zip(jobs, chunk)}}]
+        write_json({"arrays": arrays}, folder / RECORD)
         tasks += [_Task(job, group) for job, group in zip(jobs, chunk)]
     return tasks
 
@@ -242,7 +281,11 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
     folder.mkdir(parents=True, exist_ok=True)
     # SLURM's view first, then the cells' own: a task ending in between has its cells seen finished.
     # The controller's (squeue) overrides accounting's (sacct), which may not list a task yet.
-    arrays = _read_record(folder)
+    saved = _read_record(folder)
+    arrays = saved["arrays"]
+    if "submitting" in saved:  # the last waiter died during a submission: was it submitted?
+        arrays += _recover(name, saved["submitting"])
+        write_json({"arrays": arrays}, folder / RECORD)
     states = sacct_states([a["job_id"] for a in arrays]) | queued_states([a["job_id"] for a in arrays])
     pending = []
     for cell in cells:
@@ -259,11 +302,8 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
              f"{', '.join(sorted({t.job.job_id.split('_')[0] for t in tasks}))} ({len(attached)} cells)")
     todo = [c for c in pending if c.name not in attached]
     if todo:
-        new = _submit(todo, folder, name, slurm)
-        submitted: dict[str, dict] = {}
-        for task in new:
-            submitted.setdefault(task.job.job_id.split("_")[0], {})[task.job.job_id] = [c.name for c in task.cells]
-        write_json({"arrays": arrays + [{"job_id": a, "tasks": t} for a, t in submitted.items()]}, folder / RECORD)
+        new = _submit(todo, folder, name, slurm, arrays)
+        submitted = dict.fromkeys(t.job.job_id.split("_")[0] for t in new)
         _log(f"{name}: submitted {len(todo)} cells as {len(new)} SLURM tasks ({slurm['cells_per_job']} cells per "
              f"task, at most {slurm['array_parallelism']} at once): {', '.join(submitted)}")
         tasks += new

@@ -20,6 +20,8 @@ rule aggregate:
         experiment=one_of(CELLS),
     conda:
         ENV
+    resources:
+        login_node=1,
     params:
         cells=lambda wildcards: {c.name: c.columns for c in CELLS[wildcards.experiment]},
     script:

@@ -34,6 +34,8 @@ for kind in (
             figure=one_of(n for n, s in config["figures"].items() if s["kind"] == kind),
         conda:
             ENV
+        resources:
+            login_node=1,
         params:
             spec=lambda wildcards: config["figures"][wildcards.figure],
             columns=figure_keys,
