@@ -260,20 +260,27 @@ def test_preempted_cell_requeues_and_resumes_from_its_checkpoint(tmp_path: Path)
     assert not (out / "checkpoint.pt").exists()
 
 
-def test_a_task_cancelled_without_a_result_is_reported_from_sacct(tmp_path: Path, monkeypatch) -> None:
-    from afl.cluster import array
+def two_cells(tmp_path: Path) -> list:
+    """Two cells of a few seconds each (seeds 0 and 1), as the array launcher takes them."""
+    from afl.cluster.array import CellRun
     from afl.config import config_hash, to_dict
 
-    # Asked sooner than on a cluster: sacct every 2 s, a missing result file is final after 5 s.
-    monkeypatch.setattr(array, "POLL_S", 2)
-    monkeypatch.setattr(array, "LATE_S", 5)
     raw = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
            "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
                                                                    "buffer_size": 2},
            "run": {"updates": 2400, "eval_every": 400}}
     cfgs = [load_config({**raw, "seed": seed}) for seed in (0, 1)]
-    cells = [array.CellRun(f"c:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
-             for seed, cfg in enumerate(cfgs)]
+    return [CellRun(f"c:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
+            for seed, cfg in enumerate(cfgs)]
+
+
+def test_a_task_cancelled_without_a_result_is_reported_from_sacct(tmp_path: Path, monkeypatch) -> None:
+    from afl.cluster import array
+
+    # Asked sooner than on a cluster: sacct every 2 s, a missing result file is final after 5 s.
+    monkeypatch.setattr(array, "POLL_S", 2)
+    monkeypatch.setattr(array, "LATE_S", 5)
+    cells = two_cells(tmp_path)
     records, outcome = {}, {}
     waiter = threading.Thread(target=lambda: outcome.update(failures=array.run_array(
         cells, tmp_path / "slurm", "cancelled", slurm_settings(DEFAULT_SLURM, SLURM),
@@ -296,18 +303,11 @@ def test_a_waiter_killed_between_sbatch_and_its_record_finds_its_array_by_commen
     """Killed after sbatch returned but before array.json named the array: the rerun must find the
     array (its SLURM comment carries the token recorded before sbatch) and not submit it again."""
     from afl.cluster import array
-    from afl.config import config_hash, to_dict
 
     class Killed(BaseException):
         pass
 
-    raw = {"data": {"name": "synthetic", "num_clients": 6}, "model": {"name": "logreg"},
-           "client": {"steps": 20, "batch_size": 16}, "algorithm": {"name": "fedbuff", "concurrency": 3,
-                                                                   "buffer_size": 2},
-           "run": {"updates": 2400, "eval_every": 400}}
-    cfgs = [load_config({**raw, "seed": seed}) for seed in (0, 1)]
-    cells = [array.CellRun(f"c:{seed}", str(tmp_path / f"cell{seed}"), to_dict(cfg), config_hash(cfg))
-             for seed, cfg in enumerate(cfgs)]
+    cells = two_cells(tmp_path)
     slurm, name = slurm_settings(DEFAULT_SLURM, SLURM), f"k{uuid.uuid4().hex[:8]}"
     real_write = array.write_json
 
