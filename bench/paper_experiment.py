@@ -4,10 +4,14 @@ Part 1 trains ``config/runs/mnist-paper.yaml`` (1000 rounds of 5 clients x 10 lo
 64, the paper CNN, Adam with the delay-aware rule, Dirichlet(0.5) over 10 clients) through
 ``afl.run.train.train`` and prints its wall time and final test accuracy; the first seed's code
 took 10 h 32 min on an A100. Part 2 trains ``T`` tasks at once (one local epoch of the CNN
-each, clients 0..9 in turn) for each ``T`` in ``--task-batches`` and prints samples/s.
+each, clients 0..9 in turn) for each ``T`` in ``--task-batches`` and prints samples/s. Part 3
+runs ``k`` cells of the experiment at once on the one device, as an array task of
+``cells_per_job: k`` runs them (``afl.cluster.task.CellTask``: a process per cell, the CPUs
+split between them; ``--sharing-rounds`` rounds each, seeds 0..k-1), for each ``k`` in
+``--cells-per-device``, and prints the samples/s of all k together: what sharing a GPU gains.
 
 Sized for a GPU. ``--reduced`` makes it a CPU-sized check of the same path (3 rounds, 1
-epoch, 10,000 training samples, task batches 1, 2, 5).
+epoch, 10,000 training samples, task batches 1, 2, 5, 1 and 2 cells per device).
 
     python bench/paper_experiment.py                      # on a GPU: the full experiment
     python bench/paper_experiment.py --reduced            # anywhere: minutes
@@ -15,29 +19,37 @@ epoch, 10,000 training samples, task batches 1, 2, 5).
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 import common
+from afl.cluster.array import CellRun
+from afl.cluster.task import CellTask
 from afl import params
 from afl.learning import models
 from afl.run import federation
 from afl.learning.trainer import BatchedTrainer, Options, configure_precision
-from afl.config import load_config
+from afl.config import config_hash, load_config, to_dict
 from afl.rng import Stream, torch_stream
 from afl.run.train import train
 
 
-def experiment(args, root: Path, device: torch.device) -> None:
-    overrides = [f"data.root={root}", f"run.rounds={args.rounds}", f"client.epochs={args.epochs}",
+def paper_config(args, root: Path, device: torch.device, rounds: int, seed: int = 0):
+    overrides = [f"data.root={root}", f"run.rounds={rounds}", f"client.epochs={args.epochs}", f"seed={seed}",
                  f"run.device={device.type}", f"run.precision={args.precision}", f"run.compile={args.compile}"]
     if args.train_subset:
         overrides += [f"data.train_subset={args.train_subset}", "data.test_subset=2000"]
-    cfg = load_config(common.REPO / "config" / "runs" / "mnist-paper.yaml", overrides)
+    return load_config(common.REPO / "config" / "runs" / "mnist-paper.yaml", overrides)
+
+
+def experiment(args, root: Path, device: torch.device) -> None:
+    cfg = paper_config(args, root, device, args.rounds)
     info: dict = {}
     with tempfile.TemporaryDirectory() as out:
         wall, _ = common.timed(lambda: info.update(train(cfg, Path(out), progress=args.progress)), device)
@@ -71,6 +83,27 @@ def task_batches(args, root: Path, device: torch.device) -> None:
     print(common.table(["tasks per batch", "samples", "samples/s"], rows))
 
 
+def cells_per_device(args, root: Path, device: torch.device) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    rows, first = [], None
+    for k in args.cells_per_device:
+        with tempfile.TemporaryDirectory() as out:
+            cfgs = [paper_config(args, root, device, args.sharing_rounds, seed) for seed in range(k)]
+            cells = [CellRun(f"cell{i}", f"{out}/cell{i}", to_dict(c), config_hash(c)).as_task()
+                     for i, c in enumerate(cfgs)]
+            threads = max(1, cpus // k)
+            wall, _ = common.timed(lambda: CellTask(cells, threads)(), device)
+            # Trained samples: every applied task is `epochs` passes over its client's shard.
+            samples = sum(int((t["tasks"] * t["num_samples"]).sum()) * cfg.client.epochs for cfg, t in
+                          zip(cfgs, (pd.read_parquet(Path(c["out"]) / "clients.parquet") for c in cells)))
+        rate = samples / wall
+        first = first or rate
+        rows.append([k, threads, f"{samples:,}", f"{wall:,.1f} s", f"{rate:,.0f}", f"{rate / first:.2f}x"])
+        print(f"{k} cells at once: {rate:,.0f} samples/s", file=sys.stderr, flush=True)
+    print(common.table(["cells per device", "threads per cell", "samples (all cells)", "wall time",
+                        "samples/s (all cells)", f"vs {args.cells_per_device[0]} at once"], rows))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root")
@@ -82,20 +115,27 @@ def main(argv=None) -> None:
     parser.add_argument("--train-subset", type=int)
     parser.add_argument("--task-batches", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cells-per-device", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--sharing-rounds", type=int, default=20, help="rounds of each cell in part 3")
     parser.add_argument("--reduced", action="store_true", help="a CPU-sized run (see above)")
     parser.add_argument("--progress", action="store_true", help="show the training progress bar")
-    parser.add_argument("--skip-experiment", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=["experiment", "batches", "sharing"],
+                        default=["experiment", "batches", "sharing"], help="which parts to run (default: all)")
     args = parser.parse_args(argv)
     if args.reduced:
         args.rounds, args.epochs, args.train_subset, args.task_batches = 3, 1, 10_000, [1, 2, 5]
+        args.cells_per_device, args.sharing_rounds = [1, 2], 3
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     root = common.data_root(args.data_root)
     print(f"machine: {common.machine()}")
     print(f"device: {device}, precision {args.precision}, compile {args.compile}; fp32 matmul rate "
           f"{common.matmul_rate(device) / 1e12:.2f} TFLOP/s")
-    if not args.skip_experiment:
+    if "experiment" in args.parts:
         experiment(args, root, device)
-    task_batches(args, root, device)
+    if "batches" in args.parts:
+        task_batches(args, root, device)
+    if "sharing" in args.parts:
+        cells_per_device(args, root, device)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,14 @@ def test_portable_float_compares_both_settings_in_child_processes(shared_data_ro
 
 def test_paper_experiment_runs_reduced(shared_data_root):
     out = bench("paper_experiment.py", "--data-root", shared_data_root, "--device", "cpu", "--rounds", 1,
-                "--epochs", 1, "--train-subset", 1000, "--task-batches", 1, 3, "--repeats", 1)
+                "--epochs", 1, "--train-subset", 1000, "--task-batches", 1, 3, "--repeats", 1,
+                "--cells-per-device", 1, 2, "--sharing-rounds", 1)
     assert "final test accuracy" in out and "| 3 |" in out
+    sharing = out[out.index("| cells per device |"):].strip().splitlines()
+    assert len(sharing) == 4 and sharing[2].startswith("| 1 |") and sharing[3].startswith("| 2 |"), out
+    assert sharing[2].endswith("| 1.00x |") and sharing[3].endswith("x |")
+    one, two = (int(row.split("|")[3].replace(",", "")) for row in sharing[2:])
+    assert 0 < one < two  # the samples the cells trained, counted from their clients tables
 
 
 def test_hundred_thousand_clients_train_in_bounded_memory(shared_data_root):
