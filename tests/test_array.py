@@ -52,6 +52,16 @@ def test_an_unrecorded_submission_is_found_by_its_comment(monkeypatch):
     assert array._recover("e", {"token": "t3", "tasks": [["a"]]}) == []
 
 
+def test_the_submission_token_goes_in_the_comment_after_the_users_own():
+    from afl.cluster.array import executor_parameters
+    from afl.cluster.pipeline import DEFAULT_SLURM, slurm_settings
+
+    mine = executor_parameters("e", slurm_settings(DEFAULT_SLURM, {"additional": {"comment": "mine", "gres": "x"}}), "t")
+    assert mine["slurm_comment"] == "mine afl:t" and mine["slurm_additional_parameters"] == {"gres": "x"}
+    plain = executor_parameters("e", slurm_settings(DEFAULT_SLURM), "t")
+    assert plain["slurm_comment"] == "afl:t" and "slurm_additional_parameters" not in plain
+
+
 def test_a_rerun_reattaches_to_the_tasks_the_controller_still_has_though_accounting_lags(tmp_path, monkeypatch):
     """A rerun soon after the login session died: sacct may not list a queued task yet (seen in CI,
     the cell was submitted a second time); squeue's live view keeps it attached."""

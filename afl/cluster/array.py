@@ -67,16 +67,19 @@ class CellRun:
         return {"name": self.name, "out": self.out, "config": self.config, "config_hash": self.config_hash}
 
 
+def _slurm(*command: str) -> str:
+    """The standard output of a SLURM command; empty if it cannot run (the caller's fallback holds)."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """``{task id: (state, exit code)}`` for every task of these jobs or arrays (one sacct call)."""
     if not job_ids:
         return {}
-    try:
-        out = subprocess.run(["sacct", "-j", ",".join(job_ids), "-X", "-n", "-P", "-o", "JobID,State,ExitCode"],
-                             capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return parse_sacct(out)
+    return parse_sacct(_slurm("sacct", "-j", ",".join(job_ids), "-X", "-n", "-P", "-o", "JobID,State,ExitCode"))
 
 
 def queued_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -84,12 +87,7 @@ def queued_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     or running (one ``squeue -r`` call): its live view, which sacct's accounting lags by seconds."""
     if not job_ids:
         return {}
-    try:
-        out = subprocess.run(["squeue", "-r", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|"],
-                             capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return parse_sacct(out)
+    return parse_sacct(_slurm("squeue", "-r", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|"))
 
 
 def state_of(states: dict[str, tuple[str, str]], task_id: str) -> tuple[str, str]:
@@ -119,27 +117,32 @@ def parse_sacct(out: str) -> dict[str, tuple[str, str]]:
 
 def max_array_size() -> int:
     """The cluster's MaxArraySize (``scontrol show config``); SLURM's default if it cannot be read."""
-    try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return DEFAULT_MAX_ARRAY_SIZE
-    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", _slurm("scontrol", "show", "config"), re.MULTILINE)
     return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
 
 
-def executor_parameters(name: str, slurm: dict) -> dict:
-    """submitit AutoExecutor parameters from the SLURM settings (cluster/slurm.yaml keys)."""
+def executor_parameters(name: str, slurm: dict, token: str) -> dict:
+    """submitit AutoExecutor parameters from the SLURM settings (cluster/slurm.yaml keys); the
+    submission's ``token`` goes in the job's comment, after a comment of the user's own."""
+    additional = dict(slurm.get("additional") or {})
+    own = additional.pop("comment", None)
     params = {"name": name, "timeout_min": slurm["time_min"], "cpus_per_task": slurm["cpus"],
               "mem_gb": slurm["mem_gb"], "slurm_signal_delay_s": slurm["signal_delay_s"],
-              "slurm_array_parallelism": slurm["array_parallelism"]}
+              "slurm_array_parallelism": slurm["array_parallelism"],
+              "slurm_comment": f"{own} {_comment(token)}" if own else _comment(token)}
     if slurm.get("gpus"):
         params["gpus_per_node"] = slurm["gpus"]
     for key in ("partition", "account", "qos", "constraint"):
         if slurm.get(key):
             params[f"slurm_{key}"] = slurm[key]
-    if slurm.get("additional"):
-        params["slurm_additional_parameters"] = dict(slurm["additional"])
+    if additional:
+        params["slurm_additional_parameters"] = additional
     return params
+
+
+def array_tasks(cells: int, slurm: dict) -> int:
+    """The array tasks (SLURM jobs) that run ``cells`` cells, ``cells_per_job`` to a task."""
+    return -(-cells // slurm["cells_per_job"])
 
 
 def threads_per_cell(slurm: dict) -> int:
@@ -162,15 +165,15 @@ def _read_record(folder: Path) -> dict:
     return record if isinstance(record.get("arrays"), list) else {"arrays": []}
 
 
+def _write_record(folder: Path, arrays: list[dict], submitting: dict | None = None) -> None:
+    write_json({"arrays": arrays, **({"submitting": submitting} if submitting else {})}, folder / RECORD)
+
+
 def _recover(name: str, submitting: dict) -> list[dict]:
     """The array of a submission whose waiter died between sbatch and recording it (array.json's
     ``submitting``): found by its comment among the user's queued or running jobs named ``name``.
     None found: it was never submitted, or it has ended (its cells' folders tell how)."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-n", name, "-o", "%i|%k"],
-                             capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
+    out = _slurm("squeue", "-h", "-r", "-u", getpass.getuser(), "-n", name, "-o", "%i|%k")
     ids = sorted({line.split("|")[0].split("_")[0] for line in out.splitlines()
                   if line.split("|")[-1].split()[-1:] == [_comment(submitting["token"])]})
     groups = submitting["tasks"]  # a batch of one task is a plain job, not an array
@@ -222,10 +225,6 @@ def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict, arrays: 
     except RuntimeError as exc:
         raise AflError(f"executor: slurm, but no SLURM here ({exc}); "
                        "fix: run on a login node of the cluster, or use executor: local") from None
-    params = executor_parameters(name, slurm)
-    extra = dict(params.get("slurm_additional_parameters") or {})
-    comment = str(extra.pop("comment", "") or "")  # the user's own comment is kept before the token
-    params["slurm_additional_parameters"] = extra
     k, threads = slurm["cells_per_job"], threads_per_cell(slurm)
     groups = [cells[i:i + k] for i in range(0, len(cells), k)]
     limit = max_array_size() - 1
@@ -233,9 +232,8 @@ def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict, arrays: 
     for start in range(0, len(groups), limit):
         chunk = groups[start:start + limit]
         token = uuid.uuid4().hex
-        write_json({"arrays": arrays, "submitting": {"token": token, "tasks": [[c.name for c in g] for g in chunk]}},
-                   folder / RECORD)
-        executor.update_parameters(**params, slurm_comment=f"{comment} {_comment(token)}".strip())
+        _write_record(folder, arrays, {"token": token, "tasks": [[c.name for c in g] for g in chunk]})
+        executor.update_parameters(**executor_parameters(name, slurm, token))
         try:
             with executor.batch():
                 jobs = [executor.submit(CellTask([c.as_task() for c in group], threads)) for group in chunk]
@@ -246,7 +244,7 @@ def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict, arrays: 
                            "fix: correct the slurm settings (cluster/slurm.yaml, the workflow config's slurm)") from None
         arrays = arrays + [{"job_id": jobs[0].job_id.split("_")[0],
                             "tasks": {j.job_id: [c.name for c in g] for j, g in zip(jobs, chunk)}}]
-        write_json({"arrays": arrays}, folder / RECORD)
+        _write_record(folder, arrays)
         tasks += [_Task(job, group) for job, group in zip(jobs, chunk)]
     return tasks
 
@@ -285,8 +283,9 @@ def run_array(cells: list[CellRun], folder: Path, name: str, slurm: dict,
     arrays = saved["arrays"]
     if "submitting" in saved:  # the last waiter died during a submission: was it submitted?
         arrays += _recover(name, saved["submitting"])
-        write_json({"arrays": arrays}, folder / RECORD)
-    states = sacct_states([a["job_id"] for a in arrays]) | queued_states([a["job_id"] for a in arrays])
+        _write_record(folder, arrays)
+    ids = [a["job_id"] for a in arrays]
+    states = sacct_states(ids) | queued_states(ids)
     pending = []
     for cell in cells:
         if (outcome := finished(cell)) is not None:

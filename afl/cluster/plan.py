@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from afl import rules
-from afl.cluster.array import DEFAULT_MAX_ARRAY_SIZE
+from afl.cluster.array import DEFAULT_MAX_ARRAY_SIZE, array_tasks
 from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings
 from afl.config import Config, RoutingConfig, load_config, read_yaml
 from afl.run import checkpoint
@@ -139,7 +139,7 @@ def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
         works = [work_of(load_config(bases[cell.config], list(cell.sets)), cache) for cell in these]
         flops = np.array([w.flops for w in works])
         pending = sum(not finished(cell, results) for cell in these)
-        jobs = -(-pending // slurm["cells_per_job"])
+        jobs = array_tasks(pending, slurm)
         rows.append({"experiment": name, "cells": len(these), "pending": pending,
                      "cells_per_job": slurm["cells_per_job"], "jobs": jobs,
                      "arrays": -(-jobs // (DEFAULT_MAX_ARRAY_SIZE - 1)),

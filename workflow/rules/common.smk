@@ -29,7 +29,7 @@ if CONDA and CONDA_PREFIX.resolve().parents[1] != REPO.resolve():
 # afl comes from where it is installed (make setup: pip install -e .), here and in ENV.
 try:
     import afl
-    from afl.cluster import pipeline
+    from afl.cluster import array, pipeline
     from afl.errors import AflError
 except ImportError as exc:
     sys.exit(
@@ -160,7 +160,7 @@ if EXECUTOR == "slurm":
         }
     except AflError as exc:
         sys.exit(f"afl pipeline: error: {exc}")
-    tasks = sum(-(-len(CELLS[e]) // SLURM[e]["cells_per_job"]) for e in CELLS)
+    tasks = sum(array.array_tasks(len(CELLS[e]), SLURM[e]) for e in CELLS)
     SIZE = f" (at most {tasks} array tasks; afl plan: pending cells and work)"
 print(
     f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}{SIZE}",
