@@ -82,8 +82,13 @@ def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | Non
 
 
 def train_jobs(output: str) -> int:
-    """How many train jobs a Snakemake run (or dry run) scheduled."""
-    return len(re.findall(r"^(?:local)?rule train:$", output, flags=re.MULTILINE))
+    """How many cells a Snakemake run (or dry run) scheduled: the launch.json outputs of its jobs of
+    the rules that run cells (run_<experiment> here, submit_<experiment> on SLURM)."""
+    cells = 0
+    for job in re.split(r"\n(?=(?:local)?rule )", output):
+        if re.match(r"(?:local)?rule (?:run|submit)_\w+:", job):
+            cells += re.search(r"^\s+output: (.*)$", job, flags=re.MULTILINE).group(1).count("launch.json")
+    return cells
 
 
 def error_lines(result) -> list[str]:

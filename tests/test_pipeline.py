@@ -174,13 +174,14 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation", "target"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
-    # Every job writes its log (a cell's is its launch.log), not the terminal.
+    # Every job writes its log (and every cell its train.log), not the terminal.
     logs = tmp_path / "results" / "logs"
     assert (logs / "aggregate" / "tiny.log").is_file()
     curves_log = (logs / "figures" / "curves.log").read_text()
     assert "figure curves: marked 1 diverged cell(s): X diverged: afl, m=2, lr=1e+30, seed 0" in curves_log
     assert "marked" not in result.stderr
-    assert all((tmp_path / "results" / "tiny" / cell / "launch.log").is_file() for cell in runs.index)
+    assert all((tmp_path / "results" / "tiny" / cell / "train.log").is_file() for cell in runs.index)
+    assert (logs / "run" / "tiny.log").is_file()
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--configfile", str(wf), "--report", str(report))

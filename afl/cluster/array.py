@@ -39,7 +39,8 @@ from submitit.core.utils import pickle_load
 from submitit.slurm.slurm import read_job_id
 
 from afl.atomic import write_json
-from afl.cluster.task import LOG, CellTask, summary
+from afl.cluster.task import CellTask, summary
+from afl.cluster.worker import LOG, log_tail
 from afl.errors import AflError
 from afl.run import checkpoint
 
@@ -50,7 +51,6 @@ ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", 
 CHECK_S = 2  # how often the waiter looks for the tasks' result files (a stat each, no SLURM call)
 POLL_S = 60  # how often it asks sacct about all its arrays at once
 LATE_S = 60  # a task ended in sacct but without a result file yet: how long to wait for the file
-LOG_LINES = 25
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize: task indices 0..1000
 
 
@@ -146,8 +146,14 @@ def array_tasks(cells: int, slurm: dict) -> int:
 
 
 def threads_per_cell(slurm: dict) -> int:
-    """Each cell of a task trains on the task's CPUs split between its cells (at least one)."""
-    return max(1, slurm["cpus"] // slurm["cells_per_job"])
+    """Each cell of a task trains on the task's CPUs split between its workers (at least one)."""
+    return max(1, slurm["cpus"] // workers_per_job(slurm))
+
+
+def workers_per_job(slurm: dict) -> int:
+    """The worker processes of a task (``afl.cluster.worker``): ``workers_per_job``, at most one per cell
+    (default: one per cell, all of a task's cells at once)."""
+    return min(slurm.get("workers_per_job") or slurm["cells_per_job"], slurm["cells_per_job"])
 
 
 def finished(cell: CellRun) -> dict | None:
@@ -185,13 +191,6 @@ def _comment(token: str) -> str:
     return f"afl:{token}"
 
 
-def _log_tail(path: Path) -> str:
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    if not lines:
-        return f"--- no output in {path}"
-    return f"--- last {min(len(lines), LOG_LINES)} lines of {path}\n" + "\n".join(lines[-LOG_LINES:])
-
-
 def failure(cell: CellRun, job_id: str, state: str, exit_code: str, error: str, slurm: dict) -> str:
     """A failed cell's report: its task's state, what happened and the fix on the first line, then its log tail."""
     out = Path(cell.out)
@@ -205,7 +204,7 @@ def failure(cell: CellRun, job_id: str, state: str, exit_code: str, error: str, 
     else:
         head = (f"cell {cell.name}: {task} {job_id} ended {state} (exit code {exit_code or '?'}); "
                 "fix: read the log below, fix the cause and rerun (only failed cells run again)")
-    return f"{head}\n{_log_tail(out / LOG)}"
+    return f"{head}\n{log_tail(out / LOG)}"
 
 
 @dataclass
@@ -236,7 +235,8 @@ def _submit(cells: list[CellRun], folder: Path, name: str, slurm: dict, arrays: 
         executor.update_parameters(**executor_parameters(name, slurm, token))
         try:
             with executor.batch():
-                jobs = [executor.submit(CellTask([c.as_task() for c in group], threads)) for group in chunk]
+                jobs = [executor.submit(CellTask([c.as_task() for c in group], threads, workers_per_job(slurm)))
+                        for group in chunk]
         except (FailedSubmissionError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "output", None) or str(exc)
             detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail

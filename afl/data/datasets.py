@@ -6,6 +6,7 @@ Images are stored as float32 tensors ``(N, C, H, W)`` normalised per pixel as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -67,17 +68,32 @@ def load(
     """
     if name == "synthetic":
         return synthetic.generate(num_clients, synthetic_alpha, synthetic_beta, seed)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    root = resolve_root(root).resolve()
+    return _read(name, root, verify, _files(root / (mnist.FOLDER if name == "mnist" else cifar10.FOLDER)))
+
+
+def _files(folder: Path) -> tuple:
+    """What identifies the files in ``folder``: names, sizes and modification times."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+
+
+@functools.lru_cache(maxsize=2)
+def _read(name: str, root: Path, verify: bool, files: tuple) -> Dataset:
+    """The files of ``name`` under ``root``, read once per process while ``files`` (``_files``) stay
+    the same: a worker that runs many cells (``afl.cluster.worker``) reads them for its first cell
+    only. Nothing changes a dataset's tensors in place (a run's subsets and shards are copies or
+    indices), so the cells can share them."""
     if name == "mnist":
-        train_x, train_y, test_x, test_y = mnist.read_mnist(
-            resolve_root(root) / mnist.FOLDER, verify=verify
-        )
+        train_x, train_y, test_x, test_y = mnist.read_mnist(root / mnist.FOLDER, verify=verify)
         train_x, test_x = train_x[:, None], test_x[:, None]
         num_classes = mnist.NUM_CLASSES
-    elif name == "cifar10":
-        train_x, train_y, test_x, test_y = cifar10.read_cifar10(resolve_root(root), verify=verify)
-        num_classes = cifar10.NUM_CLASSES
     else:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        train_x, train_y, test_x, test_y = cifar10.read_cifar10(root, verify=verify)
+        num_classes = cifar10.NUM_CLASSES
     return Dataset(
         name=name,
         train_x=images_to_tensor(train_x),

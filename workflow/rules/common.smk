@@ -4,7 +4,6 @@
 # FIGURES: the figure files that the target `all` builds; a rule file appends its own to it.
 # table(experiment, name): an experiment's aggregated table (name in TABLES), for rules that read it.
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -54,8 +53,6 @@ except AflError as exc:
 
 RESULTS = config["results"]
 EXECUTOR = config["executor"]
-# The jobs' Python: the conda environment's, else the one running Snakemake (afl is installed in both).
-PYTHON = "python" if CONDA else shlex.quote(sys.executable)
 TABLES = ("runs", "evals", "updates", "clients", "sampling")
 CELL = {(c.experiment, c.name): c for cells in CELLS.values() for c in cells}
 
@@ -69,27 +66,8 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-def launch_args(wildcards):
-    """A cell's `afl launch` arguments (train.smk, executor local)."""
-    cell = CELL[(wildcards.experiment, wildcards.cell)]
-    args = [
-        cell.config,
-        "--out",
-        f"{RESULTS}/{cell.experiment}/{cell.name}",
-        "--name",
-        f"{cell.experiment}:{cell.name}",
-        "--executor",
-        "local",
-        "--expect-hash",
-        cell.config_hash,
-    ]
-    for item in cell.sets:
-        args += ["--set", item]
-    return shlex.join(args)
-
-
 def array_cells(experiment):
-    """An experiment's cells as the array launcher takes them (train.smk, executor slurm)."""
+    """An experiment's cells as its run or submit rule takes them (train.smk)."""
     return [
         {
             "name": f"{experiment}:{c.name}",
@@ -100,13 +78,6 @@ def array_cells(experiment):
         }
         for c in CELLS[experiment]
     ]
-
-
-def launch_python(wildcards, threads):
-    """PYTHON, for `afl launch` (train.smk, executor local). Taking `threads` makes it a derived parameter, which
-    Snakemake leaves out of a job's recorded params: another interpreter path (a moved venv, conda
-    or not) does not rerun finished cells."""
-    return PYTHON
 
 
 def figure_experiment(wildcards):

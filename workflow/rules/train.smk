@@ -1,27 +1,33 @@
-# The runs of the cells. Executor local: one Snakemake job per cell, `afl launch` running it here.
-# Executor slurm: one rule per experiment, `submit_<experiment>`, whose outputs are all its cells'
-# launch.json (so `snakemake -n` lists every cell): one waiting process submits the cells that are
-# not finished as SLURM job arrays (afl/cluster/array.py, workflow/scripts/launch_array.py) and
-# writes each cell's launch.json as its task ends. A cell's launch.json: its run has finished.
+# The runs of the cells: one rule per experiment, whose outputs are all its cells' launch.json (so
+# `snakemake -n` lists every cell). A cell's launch.json: its run has finished.
+# Executor local: `run_<experiment>` runs the cells not finished on a pool of worker processes here,
+# each importing torch once (afl/cluster/worker.py, workflow/scripts/run_cells.py).
+# Executor slurm: `submit_<experiment>`: one waiting process submits the cells that are not finished
+# as SLURM job arrays (afl/cluster/array.py, workflow/scripts/launch_array.py) and writes each
+# cell's launch.json as its task ends.
 
 if EXECUTOR == "local":
+    for experiment in CELLS:
 
-    rule train:
-        output:
-            f"{RESULTS}/{{experiment}}/{{cell}}/launch.json",
-        log:
-            f"{RESULTS}/{{experiment}}/{{cell}}/launch.log",
-        wildcard_constraints:
-            experiment=one_of(CELLS),
-            cell="[^/]+",
-        conda:
-            ENV
-        threads: config["threads"]
-        params:
-            args=launch_args,
-            python=launch_python,
-        shell:
-            "{params.python} -m afl.cli launch {params.args} --threads {threads} --record {output:q} > {log:q} 2>&1"
+        rule:
+            name:
+                f"run_{experiment}"
+            output:
+                [
+                    f"{RESULTS}/{experiment}/{c.name}/launch.json"
+                    for c in CELLS[experiment]
+                ],
+            log:
+                f"{RESULTS}/logs/run/{experiment}.log",
+            conda:
+                ENV
+            threads: len(CELLS[experiment]) * config["threads"]  # Snakemake caps it at --cores
+            params:
+                experiment=experiment,
+                cells=array_cells(experiment),
+                threads=config["threads"],
+            script:
+                "../scripts/run_cells.py"
 
 else:
     for experiment in CELLS:

@@ -1,0 +1,88 @@
+"""`make demo`'s workflow before and after cells run on shared workers (issue 23), in one run.
+
+Runs ``snakemake all --profile cluster/profiles/local --configfile config/demo.yaml`` (the demo's
+grid, cells, tables and figures; setup excluded) twice, one after the other, each into a fresh
+folder:
+
+- ``before``: the workflow of commit ``--before`` (one ``afl launch`` process per cell), checked
+  out into a temporary git worktree, its afl first on ``PYTHONPATH`` for its jobs too;
+- ``after``: this checkout (one rule per experiment, its cells on a pool of worker processes that
+  import torch once: ``afl/cluster/worker.py``).
+
+For each it prints the wall time, the cells run and the figures drawn, and the after/before ratio;
+a cell's CPU time in its own ``run.json`` (``wall_time``, the simulation alone) summed over the
+cells shows how much of the demo is simulation. MNIST comes from ``$AFL_DATA_ROOT`` (else
+``../shared/data``). Run it alone: two cores are easily oversubscribed.
+
+    python bench/demo_time.py [--before 29f6495] [--only before|after]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_demo(label: str, checkout: Path, env: dict) -> dict:
+    """The demo's workflow of ``checkout`` run in it, timed; the cells' own simulation time summed."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "cluster/profiles/local",
+                             "--configfile", "config/demo.yaml"], cwd=checkout, env=env, capture_output=True,
+                            text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"{label}: snakemake failed:\n{result.stderr[-4000:]}")
+    runs = [json.loads(p.read_text()) for p in (checkout / "results").glob("*/*/run.json")]
+    figures = list((checkout / "results" / "figures").glob("*.png"))
+    return {"label": label, "wall_s": wall, "cells": len(runs), "figures": len(figures),
+            "simulation_s": sum(r["wall_time"] for r in runs)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--before", default="29f6495", help="the commit before (default: %(default)s)")
+    p.add_argument("--only", choices=("before", "after"), help="run one of the two")
+    args = p.parse_args()
+    env = {**os.environ, "AFL_DATA_ROOT": os.environ.get("AFL_DATA_ROOT") or str(REPO.parent / "shared" / "data")}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="afl-demo-") as tmp:
+        tmp = Path(tmp)
+        if args.only != "after":
+            before = tmp / "before"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
+                           check=True, capture_output=True)
+            try:
+                rows.append(run_demo(f"before ({args.before})", before, {**env, "PYTHONPATH": str(before)}))
+                print(rows[-1], flush=True)
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)],
+                               capture_output=True)
+        if args.only != "before":
+            after = tmp / "after"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(after), "HEAD"],
+                           check=True, capture_output=True)
+            try:
+                rows.append(run_demo("after (HEAD, shared workers)", after, {**env, "PYTHONPATH": str(after)}))
+                print(rows[-1], flush=True)
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(after)],
+                               capture_output=True)
+    print("\n| run | wall time | cells | figures | cells' simulation time, summed |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min) | {r['cells']} | {r['figures']} | "
+              f"{r['simulation_s']:.0f} s |")
+    if len(rows) == 2:
+        print(f"\nafter / before: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x the wall time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Run rule (executor local): one experiment's cells on this machine, on a pool of workers.
+
+Params: ``experiment``, ``cells`` (``common.smk: array_cells``: name, out, base config, overrides,
+planned hash) and ``threads`` (torch threads per cell). The rule's threads divided by ``threads``
+is the number of worker processes (``afl.cluster.worker.Pool``): each imports torch once and runs
+its cells one after another, each cell's output in its folder's ``train.log``. A finished cell is
+reported at once; each cell's ``launch.json`` (the rule's outputs) is written as it ends. Failed
+cells: their reports go to the log and the rule fails after every other cell has ended.
+"""
+
+import sys
+from pathlib import Path
+
+from afl.atomic import write_json
+from afl.cluster.array import CellRun
+from afl.cluster.pipeline import log_to, planned_config
+from afl.cluster.task import summary
+from afl.cluster.worker import LOG, Pool, log_tail
+from afl.config import to_dict
+from afl.errors import AflError
+from afl.run import checkpoint
+
+log_to(snakemake.log[0])
+params = snakemake.params
+
+
+def resolve(cell: dict) -> CellRun:
+    cfg = planned_config(cell["config"], cell["sets"], cell["config_hash"])
+    return CellRun(cell["name"], str(Path(cell["out"]).resolve()), to_dict(cfg), cell["config_hash"])
+
+
+def record(cell: dict, error: str | None) -> None:
+    if error is not None:
+        print(f"afl: error: cell {cell['name']} failed: {error}; fix: read the log below, fix the cause and rerun "
+              f"(only failed cells run again)\n{log_tail(Path(cell['out']) / LOG)}", file=sys.stderr, flush=True)
+        return
+    info = summary(checkpoint.finished_run(Path(cell["out"]), cell["config_hash"]))
+    write_json({"cell": cell["name"], **info, "executor": "local", "job_id": None}, Path(cell["out"]) / "launch.json")
+    print(f"{info['status']}: {cell['name']} ({info['updates']} updates)", flush=True)
+
+
+try:
+    cells = [resolve(c).as_task() for c in params.cells]
+except AflError as exc:
+    print(f"afl: error: {exc}", file=sys.stderr)
+    sys.exit(1)
+todo = []
+for cell in cells:
+    if checkpoint.finished_run(Path(cell["out"]), cell["config_hash"]) is None:
+        todo.append(cell)
+    else:
+        record(cell, None)
+workers = max(1, min(len(todo), snakemake.threads // params.threads))
+print(f"{params.experiment}: {len(cells) - len(todo)} cells finished before, {len(todo)} to run on {workers} "
+      f"workers of {params.threads} torch threads", flush=True)
+failed = Pool(workers, params.threads).run(todo, record)
+if failed:
+    print(f"afl: error: {len(failed)} of {len(cells)} cells of {params.experiment} failed (above); "
+          "fix: correct the cause and rerun snakemake: only these cells run again", file=sys.stderr)
+    sys.exit(1)
