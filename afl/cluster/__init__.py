@@ -1,7 +1,10 @@
 """The cluster side: what runs on a login node. It imports no torch at import time.
 
+``worker``
+    Worker processes that import torch once and run cells one after another (``Pool``): the local
+    workflow's run rules and SLURM tasks run their cells on them.
 ``task``
-    What runs in a SLURM job: ``CellTask``, k cells at once in child processes, checkpointed on USR2.
+    What runs in a SLURM job: ``CellTask``, its k cells on a pool of workers, checkpointed on USR2.
 ``array``
     Cells as SLURM job arrays through submitit, waited for by one process: re-attach, per-cell
     outcomes and failure reports (the workflow's submit rules, ``afl launch --executor slurm``).
