@@ -1,0 +1,76 @@
+"""The comparison protocol (afl.compare) on hand-made tables, every expected number by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from afl.compare import Interval, TooFewSeeds, edge_lines, evaluate, interval, paired, tune
+
+
+def table() -> pd.DataFrame:
+    """Two methods, three step sizes each, seeds 0-1 for tuning and 2-6 for evaluation.
+    cost = base + seed offset; constant is best at 0.1 on the tuning seeds, adaptive at 0.4 (its
+    grid's largest), though on the evaluation seeds constant would prefer 0.05 (so a protocol
+    that tuned on the evaluation seeds would pick another value)."""
+    base = {("constant", 0.05): 30.0, ("constant", 0.1): 20.0, ("constant", 0.2): 25.0,
+            ("adaptive", 0.1): 40.0, ("adaptive", 0.2): 35.0, ("adaptive", 0.4): 22.0}
+    rows = []
+    for (rule, lr), cost in base.items():
+        for seed in range(7):
+            bonus = -15.0 if (rule, lr) == ("constant", 0.05) and seed >= 2 else 0.0
+            rows.append({"rule": rule, "lr": lr, "seed": seed, "cost": cost + seed + bonus})
+    return pd.DataFrame(rows)
+
+
+def test_each_method_keeps_its_best_value_on_the_tuning_seeds_only():
+    choices = {c.method["rule"]: c for c in tune(table(), ["rule"], ["lr"], "cost", seeds=[0, 1])}
+    assert choices["constant"].values == {"lr": 0.1} and choices["constant"].cost == pytest.approx(20.5)
+    assert choices["adaptive"].values == {"lr": 0.4} and choices["adaptive"].cost == pytest.approx(22.5)
+    assert choices["constant"].seeds == 2 and choices["constant"].edges == ()
+    assert choices["adaptive"].edges == ("lr",)
+    # Higher is better (an accuracy): the worst values above.
+    worst = {c.method["rule"]: c.values["lr"] for c in tune(table(), ["rule"], ["lr"], "cost", [0, 1], lower=False)}
+    assert worst == {"constant": 0.05, "adaptive": 0.1}
+
+
+def test_a_best_value_at_its_grids_edge_is_printed():
+    lines = edge_lines(tune(table(), ["rule"], ["lr"], "cost", [0, 1]), "rate_target")
+    assert lines == ["grid edge: lr = 0.4 (the largest of 0.1, 0.2, 0.4) for rule=adaptive (rate_target)"]
+
+
+def test_evaluation_uses_the_chosen_values_on_the_other_seeds_and_refuses_shared_seeds():
+    choices = tune(table(), ["rule"], ["lr"], "cost", [0, 1])
+    runs = evaluate(table(), choices, "cost", seeds=range(2, 7), tuning_seeds=[0, 1])
+    constant = runs[runs["method"] == "rule=constant"].set_index("seed")["cost"]
+    assert constant.to_dict() == {s: 20.0 + s for s in range(2, 7)}
+    with pytest.raises(ValueError, match=r"evaluation seeds \[1\] are also tuning seeds"):
+        evaluate(table(), choices, "cost", seeds=[1, 2], tuning_seeds=[0, 1])
+
+
+def test_interval_is_students_t_and_states_n():
+    # Values 1..5: mean 3, sd sqrt(2.5), t(0.975, 4) = 2.7764451; half = 2.7764451 * 1.5811388 / sqrt(5).
+    got = interval([1, 2, 3, 4, 5])
+    half = 2.7764451052 * math.sqrt(2.5) / math.sqrt(5)
+    assert (got.mean, got.n) == (3.0, 5)
+    assert got.low == pytest.approx(3 - half, rel=1e-9) and got.high == pytest.approx(3 + half, rel=1e-9)
+    assert str(Interval(3.0, 1.0, 5.0, 5)) == "3 [1, 5] (95% t-interval, n = 5)"
+    with pytest.raises(TooFewSeeds, match="4 values, fewer than the 5"):
+        interval([1, 2, 3, 4])
+
+
+def test_a_gain_is_paired_by_seed_and_needs_ten_pairs():
+    a = pd.Series({s: 10.0 + s + (s % 2) for s in range(12)})
+    b = pd.Series({s: 10.0 + s for s in range(1, 13)})  # seed 0 and 12 ran for one method only
+    got = paired(a, b)
+    # Differences over seeds 1..11: 1,0,1,0,...,1 (six ones, five zeros).
+    diffs = [s % 2 for s in range(1, 12)]
+    mean = sum(diffs) / 11
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 10)
+    half = 2.2281388520 * sd / math.sqrt(11)  # t(0.975, 10)
+    assert got.n == 11 and got.mean == pytest.approx(6 / 11)
+    assert got.high - got.mean == pytest.approx(half, rel=1e-9)
+    with pytest.raises(TooFewSeeds):
+        paired(a.loc[:8], b)
