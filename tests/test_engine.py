@@ -30,10 +30,12 @@ def null_run(rule, **extra):
 
 @pytest.mark.parametrize("algorithm", ["sfl", "afl", "fedasync", "fedbuff", "asyncsgd"])
 def test_same_seed_same_events_other_seed_differs(tmp_path, algorithm):
-    _, a, _, _ = simulate(tmp_path, null_run(algorithm), "a")
-    _, b, _, _ = simulate(tmp_path, null_run(algorithm), "b")
+    _, a, _, a_clients = simulate(tmp_path, null_run(algorithm), "a")
+    _, b, _, b_clients = simulate(tmp_path, null_run(algorithm), "b")
     _, c, _, _ = simulate(tmp_path, {**null_run(algorithm), "seed": 1}, "c")
-    pd.testing.assert_frame_equal(a, b)
+    # Promise 1 (README "Reproducibility"): bitwise identical tables, so exact, not pandas' rtol 1e-5.
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    pd.testing.assert_frame_equal(a_clients, b_clients, check_exact=True)
     assert not a[["client", "time"]].equals(c[["client", "time"]])
 
 

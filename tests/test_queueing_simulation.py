@@ -13,6 +13,11 @@ client (Student t with 39 degrees of freedom). On the 10-client networks every c
 within 3 SE. On the 100-client network that would fail by chance in about 40% of seeds, so
 there the test asks what a correct model gives with probability > 99.8%: at most 3 of the
 100 clients beyond 3 SE, none beyond 5 SE, and a mean squared z-score consistent with 1.
+
+Each network's check is self-contained: the largest relative error ``|simulated - predicted| /
+predicted`` of a client's mean staleness (the number the README reports) is held to that
+network's own sampling error, ``z * SE_i / E[tau_i]`` per client (``z = 3``, or 5 on the
+100-client networks), not to one loose figure shared across tests.
 """
 
 import json
@@ -27,11 +32,6 @@ from afl.queueing.network import predict
 from afl.queueing.rounds import expected_max_duration
 from afl.queueing.routing import power_routing
 from helpers import TWO_GROUPS, train_tables
-
-
-# Largest relative error |simulated - predicted| / predicted of a client's mean staleness,
-# per network, collected for the summary test at the end of the module.
-RELATIVE_ERRORS: dict[str, float] = {}
 
 
 def raw_config(n, m, rates, routing="uniform", updates=40_000, seed=0, **algorithm):
@@ -57,8 +57,18 @@ def compare(tmp_path, raw, name, strict=True):
     json.loads((tmp_path / name / "run.json").read_text())  # valid JSON with the new key
 
     measured = staleness_per_client(u, len(mu))
-    z = ((measured.simulated - pred.relative_delay) / measured.se).to_numpy()
-    RELATIVE_ERRORS[name] = float((abs(measured.simulated - pred.relative_delay) / pred.relative_delay).max())
+    error = (measured.simulated - pred.relative_delay).to_numpy()
+    se = measured.se.to_numpy()
+    assert np.all(np.isfinite(se)) and np.all(se > 0), se  # every client has >= 80 post-warm-up updates
+    z = error / se
+    # The largest relative error of a client's mean staleness, against this network's own
+    # sampling error: client i may be off by z_max SE_i, i.e. z_max SE_i / E[tau_i] relative
+    # (z_max = 3 where every client must be within 3 SE; 5, none beyond, on 100 clients).
+    relative = np.abs(error) / pred.relative_delay
+    allowed = (3 if strict else 5) * se / pred.relative_delay
+    print(f"\n{name}: largest relative error of a client's mean staleness {100 * relative.max():.2f}% "
+          f"(allowed there {100 * allowed[relative.argmax()]:.2f}%; largest allowed {100 * allowed.max():.2f}%)")
+    assert np.all(relative < allowed), (name, relative.round(4), allowed.round(4))
 
     lam, lam_se = update_rate(u)
     assert abs(lam - pred.throughput) < 3 * lam_se, (lam, pred.throughput, lam_se)
@@ -153,10 +163,3 @@ def test_koloskova_example_async_vs_minibatch_round_time(tmp_path):
     lam, _ = update_rate(u)
     assert 15.0 < 10 / lam < 15.0 * 1.02, 10 / lam
 
-
-def test_zz_report_largest_relative_error():
-    """Prints the largest per-client relative error of each network (run with -s to see it)."""
-    for name, err in RELATIVE_ERRORS.items():
-        print(f"largest relative error of a client's mean staleness, {name}: {100 * err:.2f}%")
-    if RELATIVE_ERRORS:
-        assert max(RELATIVE_ERRORS.values()) < 0.25
