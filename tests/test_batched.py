@@ -12,7 +12,7 @@ from afl import params
 from afl.learning import models
 from afl.learning.trainer import BatchedTrainer, Options
 from afl.rng import Stream, torch_stream
-from afl.learning.local import LocalPlan, augment
+from afl.learning.local import LocalPlan, augment, draw_epoch, epoch_lr, gradient_batch, num_epochs, num_steps
 from afl.learning.reference import local_gradient, local_train
 
 SIZES = [40, 37, 5, 100, 18]  # batch 16: short last batches (8, 5, 5, 4, 2), one shard below a batch
@@ -125,15 +125,60 @@ def test_results_do_not_depend_on_which_tasks_are_trained_together():
         assert_same(apart, pick(together), 1e-10)
 
 
-def test_bf16_autocast_trains_close_to_float32():
-    model, x, y, shards, bases = setup("cnn", (1, 6, 6), dtype=torch.float32)
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_bf16_autocast_trains_close_to_float32(name):
+    """Each task's bf16 result lies within a quarter of its own float32 training movement of the
+    float32 result (measured: 0.08-0.11 of it on CPU), so a bf16 path that skipped training (its
+    error then the whole movement) or trained much less fails; likewise the final-epoch losses,
+    against those of the same tasks at rate 0 (same minibatches, no training)."""
+    model, x, y, shards, bases = setup(name, (1, 6, 6), dtype=torch.float32)
     plans = plans_for(len(shards), optimizer="adam", lr=1e-3)
     fp32 = BatchedTrainer(model, x, y, Options()).train(bases, shards, plans, gens(5))
     bf16 = BatchedTrainer(model, x, y, Options(precision="bf16")).train(bases, shards, plans, gens(5))
-    for a, b in zip(fp32, bf16):
+    at_rate_0 = plans_for(len(shards), optimizer="adam", lr=0.0)
+    still = BatchedTrainer(model, x, y, Options()).train(bases, shards, at_rate_0, gens(5))
+    for a, b, s, base in zip(fp32, bf16, still, bases):
         assert a.steps == b.steps and b.vector.dtype == torch.float32
-        assert b.train_loss == pytest.approx(a.train_loss, rel=0.05)
-        assert (b.vector - a.vector).norm() < 0.05 * (a.vector - bases[0]).norm() + 0.05
+        torch.testing.assert_close(s.vector, base, rtol=0, atol=0)  # rate 0: the untrained result
+        moved = (a.vector - base).norm()
+        assert moved > 0.1
+        assert (b.vector - a.vector).norm() < 0.25 * moved
+    # One task's loss barely moves in its few steps, so the losses are compared over all tasks at once.
+    loss_error = sum(abs(b.train_loss - a.train_loss) for a, b in zip(fp32, bf16))
+    trained = sum(abs(a.train_loss - s.train_loss) for a, s in zip(fp32, still))
+    assert loss_error < 0.25 * trained
+
+
+def test_local_helpers_equal_hand_computed_values():
+    """The helpers the trainer's step tables draw on (``afl.learning.local``), which the reference
+    restates rather than calls: epochs started, planned steps, rates, and each epoch's draws."""
+    def p(**kw):
+        return LocalPlan(**plan(**kw))
+    # 40 samples in batches of 16: 3 batches an epoch (16, 16, 8).
+    assert num_epochs(p(epochs=3), 40) == 3 and num_steps(3, None, 16, 40) == 9
+    assert num_epochs(p(epochs=None, steps=7), 40) == 3  # steps 7 is in the third epoch
+    assert num_epochs(p(epochs=None, steps=6), 40) == 2  # exactly two epochs
+    assert num_epochs(p(epochs=None, steps=7), 5) == 7 and num_steps(None, 7, 16, 5) == 7  # one batch an epoch
+    # delay-aware: 0.05 / (sqrt(e + 1) (1 + 0.1 * 2)) = 0.05 / (1.2 sqrt(e + 1))
+    assert epoch_lr(p(delay=2.0), 0) == pytest.approx(0.05 / 1.2, rel=1e-15)
+    assert epoch_lr(p(delay=2.0), 3) == pytest.approx(0.05 / 2.4, rel=1e-15)
+    np.testing.assert_allclose(epoch_lr(p(delay=2.0), np.array([0, 3, 8])), [0.05 / 1.2, 0.05 / 2.4, 0.05 / 3.6],
+                               rtol=1e-15)
+    assert epoch_lr(p(lr_rule="constant", delay=2.0), 3) == 0.05
+    np.testing.assert_array_equal(epoch_lr(p(lr_rule="constant", delay=2.0), np.array([0, 3])), [0.05, 0.05])
+    # An epoch's draws from the task's stream: a permutation of the positions, then (augmenting) one
+    # packed crop-and-flip in 0..9*9*2-1 per position; AsyncSGD's batch is the first of them.
+    gen, same = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    order, packed = draw_epoch(gen, 10, True)
+    torch.testing.assert_close(order, torch.randperm(10, generator=same), rtol=0, atol=0)
+    torch.testing.assert_close(packed, torch.randint(0, 162, (10,), generator=same), rtol=0, atol=0)
+    order, packed = draw_epoch(gen, 10, False)
+    assert packed is None
+    torch.testing.assert_close(order, torch.randperm(10, generator=same), rtol=0, atol=0)
+    pick, packed = gradient_batch(gen, 10, 4, True)
+    first, aug = torch.randperm(10, generator=same), torch.randint(0, 162, (10,), generator=same)
+    torch.testing.assert_close(pick, first[:4], rtol=0, atol=0)
+    torch.testing.assert_close(packed, aug[:4], rtol=0, atol=0)
 
 
 def test_augment_crops_the_padded_image_and_flips():

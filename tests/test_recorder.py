@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -230,3 +231,83 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, monkeypatch, name, wher
 def test_temporary_name_is_hidden_and_per_process(tmp_path):
     tmp = atomic.tmp_name(tmp_path / "updates.parquet")
     assert tmp.parent == tmp_path and tmp.name == f".updates.parquet.tmp-{os.getpid()}"
+
+
+# ----------------------------------------------------------------------------- a real run's records
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """A short afl run through ``afl train`` (Synthetic, 6 clients, 2 in flight): its output folder,
+    every server update's ``(x_t, x_{t+1})`` as the rule computed them (``afl.rules.make`` wrapped),
+    and the float-path variables set for it (values equivalent to the defaults, so nothing changes,
+    but each its own, unless ``AFL_PORTABLE_FLOAT`` already set them)."""
+    import afl
+    from afl import rules
+    from afl.config import load_config
+    from afl.run.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    models = []
+    make = rules.make
+
+    class Recording:
+        def __init__(self, aggregator):
+            self.aggregator = aggregator
+
+        def __getattr__(self, name):
+            return getattr(self.aggregator, name)
+
+        def aggregate(self, x, arrivals, taus):
+            x_new, weights = self.aggregator.aggregate(x, arrivals, taus)
+            models.append((x.detach().clone(), x_new.detach().clone()))
+            return x_new, weights
+
+    def recording_make(algorithm, routing):
+        return Recording(make(algorithm, routing))
+
+    cfg = load_config({"seed": 10, "data": {"name": "synthetic", "num_clients": 6},
+                       "algorithm": {"name": "afl", "concurrency": 2}, "client": {"batch_size": 16},
+                       "run": {"rounds": 8, "eval_every": 100, "device": "cpu"}})
+    env = {} if afl.PORTABLE else {"MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL",
+                                   "ATEN_CPU_CAPABILITY": torch.backends.cpu.get_cpu_capability().lower()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rules, "make", recording_make)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        train(cfg, out, progress=False)
+        env = {key: os.environ.get(key) for key in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    return out, models, env
+
+
+def test_update_norm_of_a_real_run_is_the_distance_between_consecutive_models(real_run):
+    out, models, _ = real_run
+    updates = pd.read_parquet(out / "updates.parquet")
+    assert updates.version.unique().tolist() == list(range(1, len(models) + 1)) and len(models) == 8
+    for (x, _), (_, x_prev_new) in zip(models[1:], models[:-1]):  # one update starts from the last one's model
+        torch.testing.assert_close(x, x_prev_new, rtol=0, atol=0)
+    expected = [math.sqrt(((x_new.double() - x.double()) ** 2).sum().item()) for x, x_new in models]
+    assert min(expected) > 0
+    for version, rows in updates.groupby("version"):
+        assert len(rows) == 2  # afl: m = 2 results per update, each row with the update's norm
+        assert rows.update_norm.tolist() == pytest.approx([expected[version - 1]] * 2, rel=1e-5, abs=0)
+    assert updates.staleness.max() > 0  # some results were stale: a norm from their own base would differ
+
+
+def test_run_json_records_the_float_paths_of_this_machine(real_run):
+    import afl
+
+    out, _, env = real_run
+    paths = json.loads((out / "run.json").read_text())["float_paths"]
+    assert set(paths) == {"cpu", "aten_capability", "torch_threads", "portable",
+                          "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:  # not Linux
+        models = []
+    assert paths["cpu"] == (models[0] if models else platform.processor())
+    assert paths["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert paths["torch_threads"] == torch.get_num_threads()
+    assert paths["portable"] is afl.PORTABLE
+    assert {k: paths[k] for k in env} == env and len(set(env.values())) == 3

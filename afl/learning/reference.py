@@ -4,10 +4,14 @@
 does (``afl.learning.local``); the batched trainer (``afl.learning.trainer``), which the
 engine runs, re-implements the same semantics for many tasks at once (its own grouped layers,
 fused optimizers and early stopping) and is tested against this module in float64
-(``tests/test_batched.py``). The training benchmark measures it as the engine before batching.
-Nothing in a run calls it.
+(``tests/test_batched.py``). So that a bug in the helpers the trainer draws on
+(``afl.learning.local``: ``draw_epoch``, ``epoch_lr``, ``num_epochs``, ``gradient_batch``) shows
+there, this module restates their documented semantics itself (``_epochs``, ``_lr``, ``_draws``)
+and shares only ``augment`` (tested against hand-made crops) with them. The training benchmark
+measures it as the engine before batching. Nothing in a run calls it.
 """
 
+import itertools
 import math
 
 import torch
@@ -15,7 +19,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from afl import params
-from afl.learning.local import LocalPlan, TaskResult, augment, draw_epoch, epoch_lr, gradient_batch, num_epochs
+from afl.learning.local import LocalPlan, TaskResult, augment
+
+AUG_CHOICES = 9 * 9 * 2  # a packed augmentation dy * 18 + dx * 2 + flip: dy, dx in 0..8, flip in 0..1
+
+
+def _epochs(plan: LocalPlan):
+    """The local epochs a task may start: ``epochs``, else until ``steps`` steps are done (the
+    loop below stops at the budget, before an epoch it would not reach)."""
+    return range(plan.epochs) if plan.epochs is not None else itertools.count()
+
+
+def _lr(plan: LocalPlan, epoch: int) -> float:
+    """Local epoch ``epoch``'s rate: ``gamma_0``, or the first seed's
+    ``gamma_0 / (sqrt(e + 1) (1 + alpha d))`` with ``d`` the task's own delay."""
+    if plan.lr_rule == "delay_aware":
+        return plan.lr / (math.sqrt(epoch + 1) * (1 + plan.lr_alpha * plan.delay))
+    return plan.lr
+
+
+def _draws(gen: torch.Generator, shard_size: int, augment_: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One epoch's draws from the task's stream, in this order: a uniform random order of the
+    positions ``0..n-1``, then, with augmentation, one packed crop-and-flip per position."""
+    order = torch.randperm(shard_size, generator=gen)
+    packed = torch.randint(0, AUG_CHOICES, (shard_size,), generator=gen) if augment_ else None
+    return order, packed
 
 
 def _optimizer(model: nn.Module, plan: LocalPlan) -> torch.optim.Optimizer:
@@ -33,19 +61,21 @@ def local_train(model: nn.Module, base: torch.Tensor, x: torch.Tensor, y: torch.
                 shard: torch.Tensor, plan: LocalPlan, gen: torch.Generator) -> TaskResult:
     """Train ``model`` from ``base`` on ``x[shard]``; a fresh optimizer per task (stateless clients).
 
-    Epoch ``e`` visits the shard in the order ``draw_epoch`` gives, in batches of
-    ``batch_size`` (the last one smaller), at ``epoch_lr(plan, e)``; early stopping ends the
-    task after ``patience`` epochs without a lower mean loss.
+    Epoch ``e`` visits the shard in the order ``_draws`` gives, in batches of ``batch_size``
+    (the last one smaller), at ``_lr(plan, e)``; early stopping ends the task after ``patience``
+    epochs without a lower mean loss.
     """
     params.load(model, base)
     model.train()
     opt = _optimizer(model, plan)
     budget = plan.steps if plan.steps is not None else math.inf
     steps, best, since_best, losses = 0, math.inf, 0, []
-    for epoch in range(num_epochs(plan, len(shard))):
+    for epoch in _epochs(plan):
+        if steps == budget:
+            break
         for group in opt.param_groups:
-            group["lr"] = float(epoch_lr(plan, epoch))
-        order, packed = draw_epoch(gen, len(shard), plan.augment)
+            group["lr"] = _lr(plan, epoch)
+        order, packed = _draws(gen, len(shard), plan.augment)
         positions = order.to(shard.device)
         epoch_losses = [] if plan.steps is None else losses
         for start in range(0, len(shard), plan.batch_size):
@@ -74,7 +104,8 @@ def local_gradient(model: nn.Module, base: torch.Tensor, x: torch.Tensor, y: tor
     """One stochastic gradient at ``base`` on ``batch_size`` samples of the shard (AsyncSGD)."""
     params.load(model, base)
     model.train()
-    pick, packed = gradient_batch(gen, len(shard), batch_size, augment_)
+    order, packed = _draws(gen, len(shard), augment_)  # the first batch_size of one epoch's draws
+    pick, packed = order[:batch_size], None if packed is None else packed[:batch_size]
     batch = shard[pick.to(shard.device)]
     model.zero_grad(set_to_none=True)
     loss = F.nll_loss(model(_inputs(x, batch, packed)), y[batch])
