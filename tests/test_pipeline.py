@@ -14,6 +14,7 @@ import pytest
 import yaml
 from helpers import REPO, TINY, error_lines, snakemake, train_jobs, write_yaml
 from packaging.requirements import Requirement
+from test_figures import CHECKS, STANDARD, TABLES, check_figure
 
 from afl.cluster import pipeline
 from afl.config import config_hash, load_config
@@ -174,6 +175,14 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation", "target"):
         assert (figures / f"{name}.png").stat().st_size > 10_000
         assert (figures / f"{name}.pdf").stat().st_size > 1_000
+    # What the figures draw: each first-seed kind redrawn from the aggregated tables by the figure
+    # script, its lines, bands, bars, histograms and points checked against the tables
+    # (tests/test_figures.py's checks, pandas on the same tables).
+    keys = {"tiny": [*STANDARD, "client.lr"], "sampling": [*STANDARD, "algorithm.selection"]}
+    for name, spec in config["figures"].items():
+        if spec["kind"] in CHECKS:
+            tables = tmp_path / "results" / spec["experiment"] / "tables"
+            check_figure(name, spec, keys[spec["experiment"]], {k: tables / f"{k}.parquet" for k in TABLES})
     # Every job writes its log (and every cell its train.log), not the terminal.
     logs = tmp_path / "results" / "logs"
     assert (logs / "aggregate" / "tiny.log").is_file()

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from helpers import REPO, snakemake, train_jobs, train_tables, write_yaml
+from test_figures import STANDARD, TABLES, check_figure
 
 from afl.data import write_cifar10_standin
 
@@ -74,6 +75,11 @@ def test_reduced_cifar10_workflow_runs_on_the_standin(tmp_path: Path, standin: P
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000, name
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1_000, name
     assert sorted(p.stem for p in (results / "figures").glob("*.png")) == sorted(FIGURES)
+    # What they draw (curves, participation): redrawn from the tables, checked against them (tests/test_figures.py).
+    specs = yaml.safe_load(CONFIG.read_text())["figures"]
+    tables = {k: results / "cifar10" / "tables" / f"{k}.parquet" for k in TABLES}
+    for name in FIGURES:
+        check_figure(name, specs[name], STANDARD, tables)
 
 
 def test_resnet20_learns_the_standin_in_a_few_rounds(tmp_path: Path, standin: Path) -> None:

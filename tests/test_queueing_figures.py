@@ -7,6 +7,7 @@ functions: the simulations agree with the closed forms within their standard err
 routing comes from a pilot on its own seed, and the gains are paired by seed.
 """
 
+import dataclasses
 import importlib.util
 import json
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from afl.queueing.rounds import expected_max_duration
-from afl.queueing.routing import optimize_routing
+from afl.queueing.routing import BoundConstants, bound, optimize_concurrency, optimize_routing
 from helpers import REPO, TWO_GROUPS, snakemake, train_jobs, write_yaml
 
 JACKSON = str(REPO / "config" / "runs" / "jackson.yaml")
@@ -163,16 +164,48 @@ def test_optimized_routing_comes_from_its_own_pilot_and_the_gain_is_paired(grid)
     counts = t["updates"][t["updates"]["time"] <= 80].groupby("cell").size()
     expected = (runs.set_index("cell")["predicted_throughput"] * 80).reindex(counts.index).to_numpy()
     assert np.all(np.abs(counts.to_numpy() - expected) < 4 * np.sqrt(expected) + 10)
-    improvement = fig.predicted_improvement(mu, 10, constants, info["objective"], [0.005, 0.02])
-    assert np.all((improvement >= -1e-6) & (improvement < 100))
+    # The bound's predicted improvement, per step size, is 1 - B(p*) / B(uniform) with B evaluated
+    # here at the optimiser's p* and at uniform p (the brute-force minimum: tests/test_queueing.py).
+    etas = [0.005, 0.02]
+    improvement = fig.predicted_improvement(mu, 10, constants, info["objective"], etas)
+    for eta, got in zip(etas, improvement):
+        at = dataclasses.replace(constants, eta=eta)
+        best = optimize_routing(mu, 10, at, info["objective"]).p
+        uniform = np.full(len(mu), 1 / len(mu))
+        expected = 100 * (1 - float(bound(mu, best, 10, at, info["objective"]))
+                          / float(bound(mu, uniform, 10, at, info["objective"])))
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9) and expected > 0
 
 
 def test_concurrency_marks_the_bounds_best_m(grid):
+    """The marks are ``optimize_concurrency``'s best m over 1 .. the largest m run (5), on the first
+    cell's rates and the constants its optimized cells' pilots recorded, without (steps=0: p stays
+    uniform) and with the routing optimised; the accuracy is the last evaluation at or before 80."""
     _, tables, fig, _ = grid
     t = tables["concurrency"]
-    cells, marks = fig.concurrency_table(t, t["runs"], 80, "algorithm.routing")
-    assert len(cells) == 4 and cells["acc"].between(0, 100).all()
-    assert set(marks) == {"uniform", "joint"} and all(1 <= m <= 5 for m in marks.values())
+    runs = t["runs"]
+    cells, marks = fig.concurrency_table(t, runs, 80, "algorithm.routing")
+    recorded = runs.loc[(runs["status"] == "completed") & runs["routing"].notna(), "routing"].map(json.loads)
+    assert len(recorded) == 2 and {r["objective"] for r in recorded} == {"time"}
+    constants = BoundConstants(**{k: recorded.iloc[0][k] for k in ("A", "L", "sigma", "zeta", "eta", "T", "time_budget")})
+    first = t["clients"][t["clients"]["cell"] == runs["cell"].iloc[0]].sort_values("client")
+    mu = np.array(first["rate"], dtype=float)
+    assert mu.tolist() == [1.0] * 5 + [0.2] * 5
+    ms = range(1, runs["algorithm.concurrency"].max() + 1)
+    assert marks == {"uniform": optimize_concurrency(mu, ms, constants, "time", steps=0).m,
+                     "joint": optimize_concurrency(mu, ms, constants, "time").m}
+    evals = t["evals"].sort_values("time")
+    acc = {c: 100 * e.loc[e["time"] <= 80, "test_acc"].iloc[-1] for c, e in evals.groupby("cell")}
+    assert len(cells) == 4 and cells.set_index("cell")["acc"].to_dict() == pytest.approx(acc)
+
+
+def queued_delay(durations, c: int) -> float:
+    """The asynchronous tasks' expected wait, to first order in (c - 1) / n: a task is sent to a
+    client drawn uniformly from n, busy with one of the c - 1 other tasks with probability about
+    (c - 1) / n, and then waits for the rest of that task, E[D^2] / (2 E[D]) on average (a task in
+    service is caught in proportion to its duration; constant durations: half of it remains)."""
+    d = np.asarray(durations, dtype=float)
+    return (c - 1) / len(d) * (d**2).mean() / (2 * d.mean())
 
 
 def test_async_vs_minibatch_timing_matches_koloskova(grid):
@@ -182,12 +215,26 @@ def test_async_vs_minibatch_timing_matches_koloskova(grid):
     durations = [10.0] * 90 + [60.0] * 10
     assert timing.at["asynchronous SGD", "theory"] == pytest.approx(15.0)
     assert timing.at["mini-batch SGD", "theory"] == pytest.approx(expected_max_duration(durations, 5))
-    # Mini-batch rounds are i.i.d.: within 3 SE of E[max]; the asynchronous tasks queue now and then
-    # (4 of 100 clients busy: about +4%), so within 3 SE + 8%.
+    # The simulated time per 5 gradients: 5 x the mean time between applied results (mini-batch: a
+    # version is a round of 5), its SE from 6 batch means of those gaps (warm-up 0).
+    for name, method in (("asyncsgd", "asynchronous SGD"), ("sfl", "mini-batch SGD")):
+        (cell,) = t["runs"].loc[t["runs"]["algorithm.name"] == name, "cell"]
+        u = t["updates"][t["updates"]["cell"] == cell]
+        times = u.groupby("version")["time"].first().sort_index().to_numpy()
+        gaps = np.diff(times) * 5 / (len(u) / len(times))
+        assert len(u) / len(times) == (1 if name == "asyncsgd" else 5)
+        assert timing.at[method, "simulated"] == pytest.approx(gaps.mean())
+        assert timing.at[method, "se"] == pytest.approx(np.std([b.mean() for b in np.array_split(gaps, 6)], ddof=1) / np.sqrt(6))
+    # Against the closed forms. Mini-batch rounds are i.i.d. (5 distinct clients each): E[max] without
+    # bias, within 3 SE. The asynchronous tasks queue now and then: E[D] + queued_delay = 15 + 0.04 *
+    # 450 / 30 = 15.6 (the next order, two tasks queued at one client, is (4/100)^2 smaller); within
+    # 3 SE of that (one SE, 6 batch means of ~290 gaps, is ~11% here: the 4% bias is not resolved by
+    # this short run, only allowed for).
     mb, asy = timing.loc["mini-batch SGD"], timing.loc["asynchronous SGD"]
+    assert queued_delay(durations, 5) == pytest.approx(0.6)
     assert abs(mb.simulated - mb.theory) < 3 * mb.se
-    assert abs(asy.simulated - asy.theory) < 3 * asy.se + 0.08 * asy.theory
-    assert dict(best) == {"asynchronous SGD": 0.02, "mini-batch SGD": 0.1}  # one step each here
+    assert abs(asy.simulated - (asy.theory + queued_delay(durations, 5))) < 3 * asy.se
+    assert dict(best) == {"asynchronous SGD": 0.02, "mini-batch SGD": 0.1}  # one step each here (test_figures.py: three)
     applied = t["updates"].groupby("cell").size()
     method = t["runs"].set_index("cell")["algorithm.name"]
     assert applied[method == "asyncsgd"].item() > 1.5 * applied[method == "sfl"].item()
