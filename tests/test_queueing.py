@@ -565,3 +565,13 @@ def test_expected_max_duration_validation():
         expected_max_duration([], 1)
     with pytest.raises(QueueingError, match="^durations:"):
         expected_max_duration([1.0, -1.0], 1)
+
+
+def test_optimize_concurrency_breaks_ties_toward_the_smaller_m(monkeypatch):
+    """Documented: ties go to the smaller m (a mutation survivor: the optimiser's floats never tie)."""
+    from types import SimpleNamespace
+
+    from afl.queueing import routing
+
+    monkeypatch.setattr(routing, "optimize_routing", lambda mu, m, *a, **k: SimpleNamespace(bound=1.0 if m > 2 else 2.0))
+    assert optimize_concurrency(TWO_GROUPS_MU, [6, 3, 4, 1]).m == 3

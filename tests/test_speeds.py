@@ -159,3 +159,20 @@ def test_a_bad_speed_trace_is_a_config_error(tmp_path, text, problem):
     with pytest.raises(ConfigError) as err:
         timing.read_speed_trace(path, 3)
     assert str(err.value).startswith("timing.modulation.path:") and problem in str(err.value) and "fix:" in str(err.value)
+
+
+def test_a_tasks_compute_phase_starts_after_its_download(tmp_path):
+    """Killed the mutation survivor "varying speeds start computing at dispatch": the speed changes
+    during the download, so starting the work at dispatch gives another duration."""
+    from types import SimpleNamespace
+
+    path = tmp_path / "speeds.csv"
+    path.write_text("client,time,rate\n0,0,4.0\n0,1.0,1.0\n")
+    speeds = timing.read_speed_trace(path, 1)
+    cfg = SimpleNamespace(per="task", download=1.0, upload=0.5)
+    # Dispatched at 0.5: the download ends at 1.5, when the speed is already 1, so work 2 takes 2
+    # (started at dispatch, it would run at speed 4 and be done by 1.0: a duration of 2, not 3.5).
+    assert timing.varying_task_duration(cfg, speeds, 0, 0.5, 1, 2.0) == 1.0 + 2.0 + 0.5
+    # Per step: 3 steps of work 0.5 each, the same 1.5 of work at speed 1 after the download.
+    assert timing.varying_task_duration(SimpleNamespace(per="step", download=1.0, upload=0.5), speeds, 0, 0.5, 3,
+                                        0.5) == 1.0 + 1.5 + 0.5
