@@ -478,6 +478,33 @@ def test_target_tunes_the_step_per_method_and_m(tmp_path):
     plt.close(figure)
 
 
+def test_target_tunes_on_the_tuning_seeds_and_shows_the_others(tmp_path):
+    """The comparison protocol (``tuning_seeds``): the lr is chosen on seed 0 alone and the figure
+    shows seed 1 at that lr. By hand from TO_TARGET's seed 0: afl m=2: 30, 50, 10 -> lr 1 (the
+    grid's largest); afl m=4: 70, 20, 40 -> 0.1; asyncsgd m=2: 20, 30, never -> 0.01 (the
+    smallest); asyncsgd m=4: 80, 50, 10 -> 1 (the largest). Seed 1 at those: afl 100 (never), 100
+    (never); asyncsgd 40, 90. Tuned on both seeds, afl m=2 would keep 0.1 (see above)."""
+    spec = {"kind": "target", "experiment": "t", "metric": "grad_norm_sq", "target": 0.5, "x_key": "algorithm.concurrency",
+            "hue": ["algorithm.name"], "tune": "algorithm.server_lr", "tuning_seeds": [0]}
+    figure, log = draw("target", spec, [*STANDARD, "algorithm.server_lr"], write_tables(tmp_path, target_tables()))
+    best = {("afl", 2): 1.0, ("afl", 4): 0.1, ("asyncsgd", 2): 0.01, ("asyncsgd", 4): 1.0}
+    shown = {("afl", 2): 100, ("afl", 4): 100, ("asyncsgd", 2): 40, ("asyncsgd", 4): 90}
+    lines = {c.get_label(): c for c in figure.axes[0].containers}
+    for name in ("afl", "asyncsgd"):
+        tau = [5 * m + LRS.index(best[(name, m)]) + 1 for m in (2, 4)]  # seed 1's runs only
+        check_line(lines[name].lines[0], tau, [shown[(name, m)] for m in (2, 4)])
+    edges = sorted(line for line in log.splitlines() if line.startswith("grid edge:"))
+    assert edges == [
+        "grid edge: algorithm.server_lr = 0.01 (the smallest of 0.01, 0.1, 1.0) for method=asyncsgd, "
+        "algorithm.concurrency=2 (tuned on seeds 0)",
+        "grid edge: algorithm.server_lr = 1.0 (the largest of 0.01, 0.1, 1.0) for method=afl, "
+        "algorithm.concurrency=2 (tuned on seeds 0)",
+        "grid edge: algorithm.server_lr = 1.0 (the largest of 0.01, 0.1, 1.0) for method=asyncsgd, "
+        "algorithm.concurrency=4 (tuned on seeds 0)"]
+    assert "1 seeds: no interval below 5" in figure.axes[0].get_title()
+    plt.close(figure)
+
+
 # ----------------------------------------------------------------------------- minibatch: the best step
 
 # Accuracy (%) at time 80 per (method, step): one value per seed; after 80 the accuracies change

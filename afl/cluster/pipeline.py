@@ -178,6 +178,16 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
         if not any(matches(c.columns, select) for c in cells[exp]):
             raise ConfigError(f"{where}.select: no cell of experiment {exp} has {_describe(select)}; "
                               "fix: select values that the experiment's grid contains")
+        if tuning := spec.get("tuning_seeds"):
+            seeds = {c.columns["seed"] for c in cells[exp] if matches(c.columns, select)}
+            if missing := sorted(set(tuning) - seeds):
+                raise ConfigError(f"{where}.tuning_seeds: no selected cell has seed {missing[0]}; "
+                                  f"fix: tune on seeds the grid runs ({', '.join(map(str, sorted(seeds)))})")
+            if not seeds - set(tuning):
+                raise ConfigError(f"{where}.tuning_seeds: every seed is a tuning seed, none is left to evaluate "
+                                  "on; fix: add evaluation seeds to the grid")
+            if not spec.get("tune"):
+                raise ConfigError(f"{where}.tuning_seeds: without tune nothing is tuned; fix: set tune or remove it")
 
 
 def matches(columns: dict, select: dict) -> bool:

@@ -41,7 +41,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from afl import figures
+from afl import compare, figures
 from afl.cluster.pipeline import log_to
 from afl.queueing import measure
 from afl.queueing.network import predict
@@ -322,13 +322,26 @@ def first_reached(evals: pd.DataFrame, metric: str, goal: float, smooth: int = 1
     return ordered[level <= goal].groupby("cell")["version"].min()
 
 
+def t_half_width(values: pd.Series) -> float:
+    """The half-width of the Student-t 95% interval of ``values`` (``afl.compare.interval``); NaN
+    below ``afl.compare.MIN_SEEDS`` values: no error bar from fewer seeds."""
+    try:
+        got = compare.interval(values)
+    except compare.TooFewSeeds:
+        return float("nan")
+    return got.high - got.mean
+
+
 def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     """Server updates until the evaluated ``metric`` first reaches ``target`` (at most), against the
     run's largest staleness ``tau_max``, one line per group of the ``hue`` keys. With ``tune`` (a
     key such as algorithm.server_lr), each group and value of the ``x`` key keeps the tuned value
     with the fewest updates on average over seeds (a run that never reaches the target counts as
-    its budget), and the figure names it. Runs that never reach the target are drawn hollow at
-    their budget."""
+    its budget), and the figure names it. With ``tuning_seeds`` too, that choice is made on those
+    seeds alone and the figure shows the other seeds (the comparison protocol, ``afl.compare``),
+    and a best value at an end of its grid is printed as a ``grid edge:`` line. Error bars are
+    Student-t 95% intervals over seeds, drawn from 5 seeds on (``afl.compare.MIN_SEEDS``). Runs
+    that never reach the target are drawn hollow at their budget."""
     metric_name, goal, x_key, tune, hue = spec["metric"], spec["target"], spec["x_key"], spec.get("tune"), spec["hue"]
     finished = runs.loc[runs["status"] == "completed"].set_index("cell")
     evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
@@ -344,10 +357,19 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     per["cost"] = per["to_target"].fillna(per["budget"])
     per["method"] = per[hue].astype(str).apply(lambda row: ", ".join(row), axis=1)
     notes = []
-    if tune:
+    if tune and spec.get("tuning_seeds"):
+        tuning = spec["tuning_seeds"]
+        choices = compare.tune(per, ["method", x_key], [tune], "cost", tuning)
+        for line in compare.edge_lines(choices, f"tuned on seeds {', '.join(map(str, tuning))}"):
+            print(line, file=sys.stderr)
+        best = pd.DataFrame([{**c.method, **c.values} for c in choices])
+        per = per[~per["seed"].isin(tuning)].merge(best, on=["method", x_key, tune])
+        notes.append(f"{tune.split('.')[-1]} tuned on seeds {', '.join(map(str, tuning))}, shown on the others")
+    elif tune:
         mean_cost = per.groupby(["method", x_key, tune], dropna=False)["cost"].mean().reset_index()
         best = mean_cost.loc[mean_cost.groupby(["method", x_key], dropna=False)["cost"].idxmin()]
         per = per.merge(best[["method", x_key, tune]], on=["method", x_key, tune])
+    if tune:
         reach = per.groupby(x_key)["tau_max"].mean()  # name the tuned values in the x axis's order
         for method, rows in best.groupby("method"):
             rows = rows.assign(tau=rows[x_key].map(reach)).sort_values("tau")
@@ -360,21 +382,24 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         by_x = rows.groupby(x_key, dropna=False).agg(tau_max=("tau_max", "mean"), tau_avg=("tau_avg", "mean"),
                                                      cost=("cost", "mean"), sd=("cost", "std"), n=("cost", "size"))
         by_x = by_x.sort_values("tau_max")
-        half = (by_x["sd"] / np.sqrt(by_x["n"]) * 1.96).fillna(0)
+        half = rows.groupby(x_key, dropna=False)["cost"].apply(t_half_width).reindex(by_x.index)
         low = np.minimum(half, by_x["cost"] * 0.9)  # a log axis: the interval stops short of 0
-        axes[0].errorbar(by_x["tau_max"], by_x["cost"], yerr=[low, half], marker="o", capsize=3,
-                         color=colours[method], label=method)
+        axes[0].errorbar(by_x["tau_max"], by_x["cost"], yerr=[low.fillna(0), half.fillna(0)], marker="o",
+                         capsize=3 if half.notna().any() else 0, color=colours[method], label=method)
         hollow = rows[~rows["hit"]]
         axes[0].scatter(hollow["tau_max"], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
         axes[1].plot(by_x["tau_max"], by_x["tau_avg"], marker="o", color=colours[method])
-        print(f"target: {method}: updates until {measure_text} <= {goal:g} (mean over seeds, 95% half-width; "
+        print(f"target: {method}: updates until {measure_text} <= {goal:g} (mean over seeds, Student-t 95% half-width from 5 seeds; "
               f"never-reached runs count their budget):\n{by_x.assign(half=half).to_string()}", file=sys.stderr)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("tau_max: largest staleness of the run (server updates)")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("server updates")
-    axes[0].set_title(f"updates until {measure_text} <= {goal:g}\n(95% interval over seeds; hollow: never reached)")
+    seeds = per["seed"].nunique()
+    bars = f"95% t-interval over {seeds} seeds" if seeds >= compare.MIN_SEEDS else \
+        f"{seeds} seeds: no interval below {compare.MIN_SEEDS}"
+    axes[0].set_title(f"updates until {measure_text} <= {goal:g}\n({bars}; hollow: never reached)")
     axes[1].set_ylabel("tau_avg: mean staleness")
     axes[1].set_title("tau_avg: the mean staleness of the same runs")
     axes[0].legend(frameon=False, fontsize=8)
