@@ -61,11 +61,16 @@ def test_paper_experiment_runs_reduced(shared_data_root):
                 "--epochs", 1, "--train-subset", 1000, "--task-batches", 1, 3, "--repeats", 1,
                 "--cells-per-device", 1, 2, "--sharing-rounds", 1)
     assert "final test accuracy" in out and "| 3 |" in out
-    sharing = out[out.index("| cells per device |"):].strip().splitlines()
+    sharing = out[out.index("| cells per device |"):out.index("| tolerance")].strip().splitlines()
     assert len(sharing) == 4 and sharing[2].startswith("| 1 |") and sharing[3].startswith("| 2 |"), out
     assert sharing[2].endswith("| 1.00x |") and sharing[3].endswith("x |")
     one, two = (int(row.split("|")[3].replace(",", "")) for row in sharing[2:])
     assert 0 < one < two  # the samples the cells trained, counted from their clients tables
+    # Part 4, the README's float tolerances on this device: three rows, each within its bound.
+    tolerances = out[out.index("| tolerance"):].strip().splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in tolerances] == [
+        "batched float32 vs task by task", "compiled vs eager", "bf16 vs float32"]
+    assert all(row.endswith("| ok |") for row in tolerances), out
 
 
 def test_hundred_thousand_clients_train_in_bounded_memory(shared_data_root):

@@ -232,7 +232,7 @@ def main() -> int:
     torch.set_num_threads(int(sys.argv[1]))
     cells: queue.Queue = queue.Queue()
     lock = threading.Lock()
-    current: dict = {"request": None, "stopping": False}
+    current: dict = {"request": None, "name": None, "stopping": False}
 
     def listen() -> None:
         for line in sys.stdin:
@@ -241,13 +241,14 @@ def main() -> int:
             cells.put(json.loads(line))
         with lock:
             current["stopping"] = True
-            request = current["request"]
+            request, name = current["request"], current["name"]
         if request is None:  # idle: nothing to save
             cells.put(None)
             return
         saved = request.ask(timeout=SAVE_WAIT_S)
-        print(f"afl worker: asked to save; the cell resumes from "
-              f"{'the checkpoint just written' if saved else 'its last checkpoint, if any'}", flush=True)
+        resume = f"the {checkpoint.NAME} just written" if saved else \
+            f"its last {checkpoint.NAME}, if any (none written within {SAVE_WAIT_S} s)"
+        print(f"afl worker: {name}: asked to save; it resumes from {resume}", flush=True)
         os._exit(SAVED)
 
     threading.Thread(target=listen, name="afl-control", daemon=True).start()
@@ -255,7 +256,7 @@ def main() -> int:
         with lock:
             if current["stopping"]:
                 break
-            current["request"] = checkpoint.Request()
+            current["request"], current["name"] = checkpoint.Request(), cell["name"]
         error = run_cell(cell, current["request"])
         with lock:
             current["request"] = None
