@@ -85,7 +85,7 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
         best = best if isinstance(best, tuple) else (best,)
         grid = {k: sorted(rows[k].unique()) for k in tuned}
         edges = tuple(k for k, v in zip(tuned, best) if len(grid[k]) < 2 or v in (grid[k][0], grid[k][-1]))
-        choices.append(Choice(method, dict(zip(tuned, best)), float(means.loc[best if len(tuned) > 1 else best[0]]),
+        choices.append(Choice(method, dict(zip(tuned, best)), float(means.min() if lower else means.max()),
                               int(rows["seed"].nunique()), grid, edges))
     return choices
 
@@ -103,9 +103,9 @@ def edge_lines(choices: list[Choice], context: str = "") -> list[str]:
     return lines
 
 
-def evaluate(frame: pd.DataFrame, choices: list[Choice], cost: str, seeds, tuning_seeds) -> pd.DataFrame:
-    """Each method's runs at its chosen values on the evaluation ``seeds``: columns ``method``
-    (its label), ``seed`` and ``cost``, one row per run."""
+def evaluate(frame: pd.DataFrame, choices: list[Choice], seeds, tuning_seeds) -> pd.DataFrame:
+    """Each method's runs at its chosen values on the evaluation ``seeds``: the rows of ``frame``,
+    with a column ``choice`` (the method's label)."""
     if overlap := sorted(set(seeds) & set(tuning_seeds)):
         raise ValueError(f"evaluation seeds {overlap} are also tuning seeds; fix: give disjoint seeds")
     runs = _split(frame, seeds, "evaluation")
@@ -114,8 +114,8 @@ def evaluate(frame: pd.DataFrame, choices: list[Choice], cost: str, seeds, tunin
         mask = pd.Series(True, index=runs.index)
         for key, value in {**c.method, **c.values}.items():
             mask &= runs[key].isna() if pd.isna(value) else runs[key] == value
-        parts.append(pd.DataFrame({"method": c.label(), "seed": runs.loc[mask, "seed"], "cost": runs.loc[mask, cost]}))
-    return pd.concat(parts, ignore_index=True)
+        parts.append(runs[mask].assign(choice=c.label()))
+    return pd.concat(parts)
 
 
 def interval(values, level: float = 0.95, min_n: int = MIN_SEEDS) -> Interval:

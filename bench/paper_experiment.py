@@ -129,7 +129,7 @@ BOUNDS = {"batched float32 vs task by task": 1e-4, "compiled vs eager": 1e-5}
 BF16_SHARE = 0.25  # bf16 vs float32: at most this share of the task's own movement (tests/test_batched.py)
 
 
-def tolerances(args, root: Path, device: torch.device) -> bool:
+def tolerances(root: Path, device: torch.device) -> bool:
     """Part 4: the promised tolerances measured on ``device``; True if all hold."""
     cfg = load_config({"data": {"name": "mnist", "root": str(root), "num_clients": 10, "train_subset": 5000},
                        "run": {"device": str(device)}})
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
         task_batches(args, root, device)
     if "sharing" in args.parts:
         cells_per_device(args, root, device)
-    if "tolerances" in args.parts and not tolerances(args, root, device):
+    if "tolerances" in args.parts and not tolerances(root, device):
         return 1
 
 

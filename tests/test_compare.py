@@ -43,11 +43,13 @@ def test_a_best_value_at_its_grids_edge_is_printed():
 
 def test_evaluation_uses_the_chosen_values_on_the_other_seeds_and_refuses_shared_seeds():
     choices = tune(table(), ["rule"], ["lr"], "cost", [0, 1])
-    runs = evaluate(table(), choices, "cost", seeds=range(2, 7), tuning_seeds=[0, 1])
-    constant = runs[runs["method"] == "rule=constant"].set_index("seed")["cost"]
-    assert constant.to_dict() == {s: 20.0 + s for s in range(2, 7)}
+    runs = evaluate(table(), choices, seeds=range(2, 7), tuning_seeds=[0, 1])
+    constant = runs[runs["choice"] == "rule=constant"]
+    assert (constant["lr"] == 0.1).all()
+    assert constant.set_index("seed")["cost"].to_dict() == {s: 20.0 + s for s in range(2, 7)}
+    assert len(runs) == 10 and set(runs[runs["choice"] == "rule=adaptive"]["lr"]) == {0.4}
     with pytest.raises(ValueError, match=r"evaluation seeds \[1\] are also tuning seeds"):
-        evaluate(table(), choices, "cost", seeds=[1, 2], tuning_seeds=[0, 1])
+        evaluate(table(), choices, seeds=[1, 2], tuning_seeds=[0, 1])
 
 
 def test_interval_is_students_t_and_states_n():

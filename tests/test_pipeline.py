@@ -96,6 +96,9 @@ def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
                         "x_key": "seed", "hue": ["algorithm.name"], "tune": "seed", "tuning_seeds": [0, 1]}}},
      "figures.f.tuning_seeds: every seed is a tuning seed, none is left to evaluate on; fix: add evaluation "
      "seeds to the grid"),
+    ({"figures": {"f": {"kind": "target", "experiment": "e", "metric": "grad_norm_sq", "target": 1.0,
+                        "x_key": "seed", "hue": ["algorithm.name"], "tuning_seeds": [0]}}},
+     "figures.f.tuning_seeds: without tune nothing is tuned; fix: set tune or remove it"),
     ({"figures": {"f": {"kind": "minibatch", "experiment": "e", "steps": {"sfl": "client.lr"}}}},
      "figures.f.steps.sfl: client.lr is not a column of experiment e (a key no cell overrides); fix: use one of "
      "algorithm.concurrency, algorithm.name, seed, or set client.lr in a variant or the grid"),

@@ -46,9 +46,8 @@ class CellTask(submitit.helpers.Checkpointable):
         return {"cells": self.cells, "threads": self.threads, "workers": self.workers}
 
     def __call__(self) -> dict:
-        todo = [c for c in self.cells if checkpoint.finished_run(Path(c["out"]), c["config_hash"]) is None]
-        self._pool = Pool(min(self.workers, max(1, len(todo))), self.threads)
-        failed = self._pool.run(todo)
+        self._pool = Pool(self.workers, self.threads)
+        failed = self._pool.run(self.cells)  # finished cells (a requeued task's) are skipped
         if failed:
             raise CellsFailed(f"{len(failed)} of {len(self.cells)} cells failed ({', '.join(failed)}); "
                               f"each cell's output is in its folder's {LOG}")

@@ -92,8 +92,15 @@ class Pool:
 
     def run(self, cells: list[dict], done=lambda cell, error: None) -> list[str]:
         """Run ``cells`` (``{"name", "out", "config", "config_hash"}``, resolved configs); call
-        ``done(cell, error)`` as each ends (``error`` None when it finished). Returns the failed names."""
-        todo, failed = deque(cells), []
+        ``done(cell, error)`` as each ends (``error`` None when it finished). A cell whose folder holds
+        a finished run of its config is not run again: it is done at once. Workers start only for
+        cells left to run. Returns the failed names."""
+        todo, failed = deque(), []
+        for cell in cells:
+            if checkpoint.finished_run(Path(cell["out"]), cell["config_hash"]) is None:
+                todo.append(cell)
+            else:
+                done(cell, None)
         try:
             while (todo or any(w.cell for w in self._running)) and not self._saving:
                 self._running = [w for w in self._running if w.cell is not None or w.process.poll() is None]

@@ -54,7 +54,6 @@ except AflError as exc:
 RESULTS = config["results"]
 EXECUTOR = config["executor"]
 TABLES = ("runs", "evals", "updates", "clients", "sampling")
-CELL = {(c.experiment, c.name): c for cells in CELLS.values() for c in cells}
 
 
 def table(experiment, name):
@@ -64,6 +63,11 @@ def table(experiment, name):
 def one_of(names):
     """A wildcard constraint matching exactly these names (nothing, if there are none)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def launch_records(experiment):
+    """An experiment's cells' launch.json: the outputs of its run or submit rule (train.smk)."""
+    return [f"{RESULTS}/{experiment}/{c.name}/launch.json" for c in CELLS[experiment]]
 
 
 def array_cells(experiment):
@@ -134,6 +138,6 @@ if EXECUTOR == "slurm":
     tasks = sum(array.array_tasks(len(CELLS[e]), SLURM[e]) for e in CELLS)
     SIZE = f" (at most {tasks} array tasks; afl plan: pending cells and work)"
 print(
-    f"afl pipeline: {len(CELL)} cells in {len(CELLS)} experiments, executor {EXECUTOR}{SIZE}",
+    f"afl pipeline: {sum(map(len, CELLS.values()))} cells in {len(CELLS)} experiments, executor {EXECUTOR}{SIZE}",
     file=sys.stderr,
 )

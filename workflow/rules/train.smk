@@ -13,10 +13,7 @@ if EXECUTOR == "local":
             name:
                 f"run_{experiment}"
             output:
-                [
-                    f"{RESULTS}/{experiment}/{c.name}/launch.json"
-                    for c in CELLS[experiment]
-                ],
+                launch_records(experiment),
             log:
                 f"{RESULTS}/logs/run/{experiment}.log",
             conda:
@@ -36,10 +33,7 @@ else:
             name:
                 f"submit_{experiment}"
             output:
-                [
-                    f"{RESULTS}/{experiment}/{c.name}/launch.json"
-                    for c in CELLS[experiment]
-                ],
+                launch_records(experiment),
             log:
                 f"{RESULTS}/logs/submit/{experiment}.log",
             conda:

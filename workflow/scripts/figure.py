@@ -363,7 +363,7 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         for line in compare.edge_lines(choices, f"tuned on seeds {', '.join(map(str, tuning))}"):
             print(line, file=sys.stderr)
         best = pd.DataFrame([{**c.method, **c.values} for c in choices])
-        per = per[~per["seed"].isin(tuning)].merge(best, on=["method", x_key, tune])
+        per = compare.evaluate(per, choices, set(per["seed"]) - set(tuning), tuning)
         notes.append(f"{tune.split('.')[-1]} tuned on seeds {', '.join(map(str, tuning))}, shown on the others")
     elif tune:
         mean_cost = per.groupby(["method", x_key, tune], dropna=False)["cost"].mean().reset_index()

@@ -2,7 +2,7 @@
 
 Params: ``experiment``, ``cells`` (``common.smk: array_cells``: name, out, base config, overrides,
 planned hash) and ``threads`` (torch threads per cell). The rule's threads divided by ``threads``
-is the number of worker processes (``afl.cluster.worker.Pool``): each imports torch once and runs
+is the most worker processes (``afl.cluster.worker.Pool``): each imports torch once and runs
 its cells one after another, each cell's output in its folder's ``train.log``. A finished cell is
 reported at once; each cell's ``launch.json`` (the rule's outputs) is written as it ends. Failed
 cells: their reports go to the log and the rule fails after every other cell has ended.
@@ -44,16 +44,10 @@ try:
 except AflError as exc:
     print(f"afl: error: {exc}", file=sys.stderr)
     sys.exit(1)
-todo = []
-for cell in cells:
-    if checkpoint.finished_run(Path(cell["out"]), cell["config_hash"]) is None:
-        todo.append(cell)
-    else:
-        record(cell, None)
-workers = max(1, min(len(todo), snakemake.threads // params.threads))
-print(f"{params.experiment}: {len(cells) - len(todo)} cells finished before, {len(todo)} to run on {workers} "
-      f"workers of {params.threads} torch threads", flush=True)
-failed = Pool(workers, params.threads).run(todo, record)
+workers = max(1, snakemake.threads // params.threads)
+print(f"{params.experiment}: {len(cells)} cells, those not finished before on up to {workers} workers of "
+      f"{params.threads} torch threads", flush=True)
+failed = Pool(workers, params.threads).run(cells, record)  # finished cells are recorded at once
 if failed:
     print(f"afl: error: {len(failed)} of {len(cells)} cells of {params.experiment} failed (above); "
           "fix: correct the cause and rerun snakemake: only these cells run again", file=sys.stderr)
