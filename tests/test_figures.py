@@ -1,9 +1,9 @@
-"""The numbers the figure kinds draw (workflow/scripts/figure.py), against the tables they read.
+"""The numbers the figure kinds draw (afl/figures/<kind>.py), against the tables they read.
 
-Each kind is drawn through the script's ``main`` (as the workflow's figure job runs it, its
+Each kind is drawn through ``afl.figures.draw.main`` (as the workflow's figure job runs it, its
 ``figures.save`` replaced by a catch) and the line y-data, confidence bands, bar heights, histogram
 shares, points, marks and notes on the returned matplotlib Axes are compared with the same
-quantities computed here with pandas from the tables, by the definitions in the script's
+quantities computed here with pandas from the tables, by the definitions in the kinds'
 docstrings. With two seeds a 95% bootstrap band of their mean runs exactly from the smaller to the
 larger value (a resampled mean is one of the two values with probability 1/4 each), so bands are
 checked exactly there (a mean +- 1 SE band of two values is the same range: that the band is a
@@ -20,10 +20,10 @@ differ for uniform and optimised routing and lie inside the m range.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -35,8 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 from helpers import REPO  # noqa: E402
 
+from afl import figures  # noqa: E402
+from afl.figures.common import groups as figure_groups  # noqa: E402
+from afl.figures.concurrency_budget import concurrency_table  # noqa: E402
+from afl.figures.draw import main as draw_figure  # noqa: E402
+from afl.figures.minibatch import minibatch_table  # noqa: E402
 from afl.queueing.routing import BoundConstants, optimize_concurrency  # noqa: E402
 
 STANDARD = ["algorithm.name", "algorithm.concurrency", "seed"]
@@ -44,14 +50,18 @@ TABLES = ("runs", "evals", "updates", "clients", "sampling")
 MODES = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
 
 
-def figure_module():
-    spec = importlib.util.spec_from_file_location("figure_under_test", REPO / "workflow" / "scripts" / "figure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIG = figure_module()
+def test_every_kind_is_known_to_the_workflow():
+    """A kind is a module of afl/figures (``afl.figures.KINDS``, its draw function named as the module);
+    the workflow names it in figures.smk's loop of rules and the config schema's kind enum, and its
+    report caption is workflow/report/<kind>.rst."""
+    smk = (REPO / "workflow" / "rules" / "figures.smk").read_text()
+    loop = re.search(r"^for kind in \((.*?)\):", smk, re.S | re.M)
+    assert sorted(re.findall(r'"(\w+)"', loop.group(1))) == sorted(figures.KINDS)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert sorted(schema["$defs"]["figure"]["properties"]["kind"]["enum"]) == sorted(figures.KINDS)
+    for kind, draw_kind in figures.KINDS.items():
+        assert draw_kind.__module__ == f"afl.figures.{kind}" and draw_kind.__name__ == kind
+        assert (REPO / "workflow" / "report" / f"{kind}.rst").is_file(), kind
 
 
 # ----------------------------------------------------------------------------- drawing and reading Axes
@@ -74,8 +84,8 @@ def draw(name: str, spec: dict, keys: list[str], inputs: dict) -> tuple[plt.Figu
     """The figure ``main`` draws from the parquet files ``inputs``, and what it printed (its log)."""
     caught = []
     log = io.StringIO()
-    with mock.patch.object(FIG.figures, "save", lambda fig, png: caught.append(fig)), contextlib.redirect_stderr(log):
-        FIG.main(name, dict(spec), list(keys), {k: str(v) for k, v in inputs.items()}, "unused.png")
+    with mock.patch.object(figures, "save", lambda fig, png: caught.append(fig)), contextlib.redirect_stderr(log):
+        draw_figure(name, dict(spec), list(keys), {k: str(v) for k, v in inputs.items()}, "unused.png")
     (figure,) = caught
     return figure, log.getvalue()
 
@@ -91,7 +101,7 @@ def selected(inputs: dict, spec: dict) -> pd.DataFrame:
 def grouping(runs: pd.DataFrame, keys: list[str]) -> dict[str, list[str]]:
     """The figure's groups, label -> cells in plotting order; checked here to be exactly the sets of
     cells that differ only in their seed."""
-    label_of, order, _ = FIG.groups(runs, keys)
+    label_of, order, _ = figure_groups(runs, keys)
     out = {label: sorted(label_of.index[label_of == label]) for label in order}
     others = [k for k in keys if k != "seed"]
     mine = sorted(sorted(d["cell"]) for _, d in runs.astype(str).groupby(others, dropna=False))
@@ -558,7 +568,7 @@ def test_minibatch_picks_each_methods_best_step(tmp_path):
     assert best == {"asyncsgd": 0.02, "sfl": 0.1}  # the table's design
     named = {"asyncsgd": "asynchronous SGD", "sfl": "mini-batch SGD"}
 
-    cells, chosen, _ = FIG.minibatch_table(tables, tables["runs"], STEP_KEY, 0.0, 4)
+    cells, chosen, _ = minibatch_table(tables, tables["runs"], STEP_KEY, 0.0, 4)
     assert dict(chosen) == {named[n]: s for n, s in best.items()}
     assert cells["end"].unique().tolist() == [80.0]
     assert cells.set_index("cell")["final"].to_dict() == pytest.approx(
@@ -616,7 +626,7 @@ def test_concurrency_marks_optimize_concurrency(tmp_path):
     joint = optimize_concurrency(mu, range(1, 7), constants, "time").m
     assert uniform != joint and 1 < min(uniform, joint) and max(uniform, joint) < 6  # the constants' design
 
-    cells, marks = FIG.concurrency_table(tables, tables["runs"], 50.0, "algorithm.routing")
+    cells, marks = concurrency_table(tables, tables["runs"], 50.0, "algorithm.routing")
     assert marks == {"uniform": uniform, "joint": joint}
     e = tables["evals"].sort_values("time")
     acc = {c: 100 * d.loc[d["time"] <= 50.0, "test_acc"].iloc[-1] for c, d in e.groupby("cell")}

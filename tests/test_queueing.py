@@ -1,7 +1,6 @@
 """Tests for afl.queueing.network, .routing and .rounds: the closed Jackson network of generalized AsyncSGD."""
 
 import dataclasses
-import importlib.util
 import itertools
 import math
 import time
@@ -36,7 +35,6 @@ from afl.queueing.routing import (
     optimize_routing,
     power_routing,
 )
-from helpers import REPO
 
 TWO_GROUPS_MU = np.array([1.0] * 5 + [0.2] * 5)
 
@@ -408,12 +406,11 @@ def _bound_by_enumeration(mu, P, m, c: BoundConstants, objective: str) -> np.nda
 
 @pytest.mark.parametrize("objective", ["update", "time"])
 def test_predicted_improvement_matches_brute_force_minimum(objective):
-    """The figure's "bound's predicted improvement" ``100 (1 - B(p*) / B(uniform))`` (workflow/scripts/
-    figure.py, routing_gain) against the bound minimised independently: on 3 clients the simplex is
+    """The figure's "bound's predicted improvement" ``100 (1 - B(p*) / B(uniform))`` (afl/figures/
+    routing_gain.py) against the bound minimised independently: on 3 clients the simplex is
     gridded (step 1/200), the best point refined by Nelder-Mead, each value from state enumeration."""
-    spec = importlib.util.spec_from_file_location("figure", REPO / "workflow" / "scripts" / "figure.py")
-    fig = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fig)
+    from afl.figures.routing_gain import predicted_improvement  # here: the rest of the file needs no matplotlib
+
     mu, m = np.array([2.0, 1.0, 0.1]), 3
     constants = BoundConstants(A=1.0, L=1.0, sigma=1.0, zeta=3.0, eta=0.01, T=1000, time_budget=300)
     etas = [0.005, 0.02]
@@ -437,7 +434,7 @@ def test_predicted_improvement_matches_brute_force_minimum(objective):
         expected.append(100 * (1 - best.fun / uniform))
     # By hand from the enumeration: 0.0276% and 2.770% per update, 83.30% and 53.67% per unit of time.
     assert expected == pytest.approx({"update": [0.0276, 2.770], "time": [83.30, 53.67]}[objective], rel=1e-3)
-    improvement = fig.predicted_improvement(mu, m, constants, objective, etas)
+    improvement = predicted_improvement(mu, m, constants, objective, etas)
     np.testing.assert_allclose(improvement, expected, rtol=1e-7, atol=1e-7)
 
 

@@ -1,20 +1,25 @@
 """The second and third seeds' experiments as ordinary workflow experiments, on tiny settings.
 
 One Snakemake run (module fixture) plans, runs and aggregates five small experiments like any
-other and draws the five queueing figure kinds (workflow/scripts/figure.py); the checks are on
+other and draws the five queueing figure kinds (afl/figures/<kind>.py); the checks are on
 the numbers those figures draw, recomputed from the aggregated tables by the kinds' ``*_table``
 functions: the simulations agree with the closed forms within their standard errors, the bound's
 routing comes from a pilot on its own seed, and the gains are paired by seed.
 """
 
 import dataclasses
-import importlib.util
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from afl.figures.common import bound_constants, first_reached
+from afl.figures.concurrency_budget import concurrency_table
+from afl.figures.minibatch import minibatch_table
+from afl.figures.queue_staleness import staleness_table
+from afl.figures.routing_gain import predicted_improvement, routing_table
+from afl.figures.throughput import throughput_table
 from afl.queueing.rounds import expected_max_duration
 from afl.queueing.routing import BoundConstants, bound, optimize_concurrency, optimize_routing
 from helpers import REPO, TWO_GROUPS, snakemake, train_jobs, write_yaml
@@ -24,13 +29,6 @@ OPTIMIZED = {"optimize": "update", "pilot": 20, "pilot_seed": 1000}
 OPTIMIZED_TIME = {"optimize": "time", "pilot": 20, "pilot_seed": 1000, "time_budget": 80}
 
 
-def figure_module():
-    spec = importlib.util.spec_from_file_location("figure", REPO / "workflow" / "scripts" / "figure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def mnist(root, clients: int, **extra) -> dict:
     return {"name": "mnist", "root": str(root), "num_clients": clients, "train_subset": 3000, "test_subset": 500,
             "verify": False, **extra}
@@ -38,7 +36,7 @@ def mnist(root, clients: int, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, shared_data_root):
-    """The five experiments run through the workflow; their tables and the figure module."""
+    """The five experiments run through the workflow; their tables and figure specs."""
     tmp = tmp_path_factory.mktemp("queueing")
     learning = write_yaml(tmp / "learning.yaml", {
         "data": mnist(shared_data_root, 10, partition="dirichlet", alpha=0.5), "model": {"name": "logreg"},
@@ -81,11 +79,11 @@ def grid(tmp_path_factory, shared_data_root):
     assert train_jobs(result.stdout + result.stderr) == 2 + 4 + 12 + 4 + 2  # one cell per run, as every experiment
     tables = {e: {k: pd.read_parquet(tmp / "results" / e / "tables" / f"{k}.parquet")
                   for k in ("runs", "evals", "updates", "clients")} for e in config["experiments"]}
-    return tmp, tables, figure_module(), config["figures"]
+    return tmp, tables, config["figures"]
 
 
 def test_every_queueing_figure_is_drawn_with_its_log(grid):
-    tmp, _, _, figures = grid
+    tmp, _, figures = grid
     for name in figures:
         assert (tmp / "results" / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (tmp / "results" / "figures" / f"{name}.pdf").stat().st_size > 5_000
@@ -94,9 +92,9 @@ def test_every_queueing_figure_is_drawn_with_its_log(grid):
 
 
 def test_staleness_per_client_matches_the_closed_network(grid):
-    _, tables, fig, _ = grid
+    _, tables, _ = grid
     t = tables["qs"]
-    data = fig.staleness_table(t, t["runs"], pd.Series(t["runs"]["cell"].to_numpy(), index=t["runs"]["cell"]), 0.1, 20)
+    data = staleness_table(t, t["runs"], pd.Series(t["runs"]["cell"].to_numpy(), index=t["runs"]["cell"]), 0.1, 20)
     assert len(data) == 14
     by_n = {n: d for n, d in data.groupby(data["group"].str.extract(r"n=(\d+)$")[0].astype(int))}
     # SPEC section 5's check network (two groups, rates 1 and 0.2, m = n = 10) and the homogeneous
@@ -109,9 +107,9 @@ def test_staleness_per_client_matches_the_closed_network(grid):
 
 
 def test_throughput_and_staleness_against_m_match_the_closed_forms(grid):
-    _, tables, fig, _ = grid
+    _, tables, _ = grid
     t = tables["qc"]
-    data, networks = fig.throughput_table(t, t["runs"], "algorithm.routing", 0.1, 20)
+    data, networks = throughput_table(t, t["runs"], "algorithm.routing", 0.1, 20)
     assert set(networks) == {"uniform", "p ~ mu (equal loads)"}
     assert len(data) == 2 * 2 * 4  # routings x m x (throughput + staleness of all, rate 1, rate 0.2)
     thr = data[data["quantity"] == "throughput"].set_index(["routing", "m"])["predicted"]
@@ -131,11 +129,11 @@ def test_throughput_and_staleness_against_m_match_the_closed_forms(grid):
 
 
 def test_optimized_routing_comes_from_its_own_pilot_and_the_gain_is_paired(grid):
-    _, tables, fig, _ = grid
+    _, tables, _ = grid
     t = tables["routing"]
     runs, clients = t["runs"], t["clients"]
     assert (runs["status"] == "completed").all()
-    cells, gains = fig.routing_table(t, runs, 80, "algorithm.server_lr", "algorithm.routing")
+    cells, gains = routing_table(t, runs, 80, "algorithm.server_lr", "algorithm.routing")
     assert set(zip(gains["routing"], gains["algorithm.server_lr"])) == {
         (r, lr) for r in ("bound-optimal per update", "bound-optimal per unit of time") for lr in (0.005, 0.02)}
     assert (gains["seeds"] == 2).all()
@@ -155,7 +153,7 @@ def test_optimized_routing_comes_from_its_own_pilot_and_the_gain_is_paired(grid)
         info = json.loads(r.routing)
         assert info["pilot_seed"] == 1000 and info["bound"] <= info["bound_uniform"]
         # The recorded constants give back the run's routing (same optimiser, same inputs).
-        constants = fig.bound_constants(pd.DataFrame({"routing": [r.routing]}))[info["objective"]]
+        constants = bound_constants(pd.DataFrame({"routing": [r.routing]}))[info["objective"]]
         np.testing.assert_allclose(optimize_routing(mu, 10, constants, info["objective"]).p, p, rtol=1e-6)
     # The pilot runs on its own seed: evaluation seeds 0 and 1 get the same routing.
     spread = clients.groupby(["algorithm.routing", "algorithm.server_lr", "client"])["routing_p"].agg(np.ptp)
@@ -167,7 +165,7 @@ def test_optimized_routing_comes_from_its_own_pilot_and_the_gain_is_paired(grid)
     # The bound's predicted improvement, per step size, is 1 - B(p*) / B(uniform) with B evaluated
     # here at the optimiser's p* and at uniform p (the brute-force minimum: tests/test_queueing.py).
     etas = [0.005, 0.02]
-    improvement = fig.predicted_improvement(mu, 10, constants, info["objective"], etas)
+    improvement = predicted_improvement(mu, 10, constants, info["objective"], etas)
     for eta, got in zip(etas, improvement):
         at = dataclasses.replace(constants, eta=eta)
         best = optimize_routing(mu, 10, at, info["objective"]).p
@@ -181,10 +179,10 @@ def test_concurrency_marks_the_bounds_best_m(grid):
     """The marks are ``optimize_concurrency``'s best m over 1 .. the largest m run (5), on the first
     cell's rates and the constants its optimized cells' pilots recorded, without (steps=0: p stays
     uniform) and with the routing optimised; the accuracy is the last evaluation at or before 80."""
-    _, tables, fig, _ = grid
+    _, tables, _ = grid
     t = tables["concurrency"]
     runs = t["runs"]
-    cells, marks = fig.concurrency_table(t, runs, 80, "algorithm.routing")
+    cells, marks = concurrency_table(t, runs, 80, "algorithm.routing")
     recorded = runs.loc[(runs["status"] == "completed") & runs["routing"].notna(), "routing"].map(json.loads)
     assert len(recorded) == 2 and {r["objective"] for r in recorded} == {"time"}
     constants = BoundConstants(**{k: recorded.iloc[0][k] for k in ("A", "L", "sigma", "zeta", "eta", "T", "time_budget")})
@@ -209,9 +207,9 @@ def queued_delay(durations, c: int) -> float:
 
 
 def test_async_vs_minibatch_timing_matches_koloskova(grid):
-    _, tables, fig, figures = grid
+    _, tables, figures = grid
     t = tables["mb"]
-    cells, best, timing = fig.minibatch_table(t, t["runs"], figures["minibatch"]["steps"], 0.0, 6)
+    cells, best, timing = minibatch_table(t, t["runs"], figures["minibatch"]["steps"], 0.0, 6)
     durations = [10.0] * 90 + [60.0] * 10
     assert timing.at["asynchronous SGD", "theory"] == pytest.approx(15.0)
     assert timing.at["mini-batch SGD", "theory"] == pytest.approx(expected_max_duration(durations, 5))
@@ -242,10 +240,9 @@ def test_async_vs_minibatch_timing_matches_koloskova(grid):
 
 def test_first_reached_by_hand():
     """The target kind's measure: the first version where the mean of the last k evaluations is <= goal."""
-    fig = figure_module()
     evals = pd.DataFrame({"cell": ["a"] * 5 + ["b"] * 3, "version": [0, 10, 20, 30, 40, 0, 10, 20],
                           "grad_norm_sq": [3.0, 0.4, 2.0, 0.2, 0.3, 1.0, 0.9, 0.8]})
-    assert fig.first_reached(evals, "grad_norm_sq", 0.5, 1).to_dict() == {"a": 10}
+    assert first_reached(evals, "grad_norm_sq", 0.5, 1).to_dict() == {"a": 10}
     # Means of the last two: 3, 1.7, 1.2, 1.1, 0.25.
-    assert fig.first_reached(evals, "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}
-    assert fig.first_reached(evals.iloc[::-1], "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}  # any row order
+    assert first_reached(evals, "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}
+    assert first_reached(evals.iloc[::-1], "grad_norm_sq", 0.5, 2).to_dict() == {"a": 40}  # any row order

@@ -58,7 +58,7 @@ LOCAL_HELPERS = "tests/test_batched.py::test_local_helpers_equal_hand_computed_v
 DELAY_RUNS = "tests/test_delay_aware_runs.py"
 FIG = "tests/test_figures.py"
 QFIG = "tests/test_queueing_figures.py"
-FIGURE = "workflow/scripts/figure.py"
+FIGURES = "afl/figures"  # a module per figure kind, common.py the shared helpers
 
 MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ staleness functions s(tau)
@@ -149,27 +149,27 @@ MUTANTS: list[Mutant] = [
     M("batch means: SE without the 1/sqrt(B)", "afl/queueing/measure.py",
       "means.std(ddof=1) / np.sqrt(batches)", "means.std(ddof=1)", (MEASURE,)),
     # ------------------------------------------------------------------ figures
-    M("figure curves: server loss of a round is its max, not its mean", FIGURE,
+    M("figure curves: server loss of a round is its max, not its mean", f"{FIGURES}/common.py",
       'agg(value=("train_loss", "mean")', 'agg(value=("train_loss", "max")',
       (f"{FIG}::test_first_seed_kinds_draw_the_tables_numbers",)),
-    M("figure ablation: mean of every evaluation, not the last quarter", FIGURE,
+    M("figure ablation: mean of every evaluation, not the last quarter", f"{FIGURES}/ablation.py",
       'evals["round"] >= 0.75 *', 'evals["round"] >= 0.0 *',
       (f"{FIG}::test_first_seed_kinds_draw_the_tables_numbers",)),
-    M("figure target: tune keeps the value with the most updates (idxmax)", FIGURE,
+    M("figure target: tune keeps the value with the most updates (idxmax)", f"{FIGURES}/target.py",
       '["cost"].idxmin()', '["cost"].idxmax()', (f"{FIG}::test_target_tunes_the_step_per_method_and_m",)),
-    M("figure target: a run that never reaches the target counts 0, not its budget", FIGURE,
+    M("figure target: a run that never reaches the target counts 0, not its budget", f"{FIGURES}/target.py",
       'per["to_target"].fillna(per["budget"])', 'per["to_target"].fillna(0)',
       (f"{FIG}::test_target_tunes_the_step_per_method_and_m",)),
-    M("figure minibatch: best step by the best single seed, not the mean over seeds", FIGURE,
+    M("figure minibatch: best step by the best single seed, not the mean over seeds", f"{FIGURES}/minibatch.py",
       '["final"].mean().groupby(level=0)', '["final"].max().groupby(level=0)',
       (f"{FIG}::test_minibatch_picks_each_methods_best_step",)),
-    M("figure minibatch: E[max] theory with replacement, not distinct clients", FIGURE,
+    M("figure minibatch: E[max] theory with replacement, not distinct clients", f"{FIGURES}/minibatch.py",
       "expected_max_duration(durations, c)}", "expected_max_duration(durations, c, replace=True)}",
       (f"{QFIG}::test_async_vs_minibatch_timing_matches_koloskova",)),
-    M("figure concurrency: uniform routing's best m is the largest bound", FIGURE,
+    M("figure concurrency: uniform routing's best m is the largest bound", f"{FIGURES}/concurrency_budget.py",
       '"uniform": min(bounds, key=bounds.get)', '"uniform": max(bounds, key=bounds.get)',
       (f"{FIG}::test_concurrency_marks_optimize_concurrency",)),
-    M("figure throughput: a rate group's predicted staleness not weighted by p_i", FIGURE,
+    M("figure throughput: a rate group's predicted staleness not weighted by p_i", f"{FIGURES}/throughput.py",
       'float((p[members] * theory.relative_delay[members]).sum()\n'
       '                                                      / p[members].sum())',
       "float(theory.relative_delay[members].mean())",

@@ -8,7 +8,7 @@ batch means: the time-ordered series is cut into ``B`` contiguous batches and
 ``SE = sd(batch means) / sqrt(B)``; long batches absorb the autocorrelation of the queue
 (Law & Kelton, *Simulation Modeling and Analysis*, section 9.5.3).
 
-The workflow's figures (``workflow/scripts/figure.py``) read them from the cells' tables.
+The workflow's figures (the queueing kinds of ``afl/figures/``) read them from the cells' tables.
 """
 
 from __future__ import annotations

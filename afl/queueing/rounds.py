@@ -3,7 +3,7 @@
 Mini-batch (synchronous) SGD waits each round for the slowest of the ``c`` clients it drew;
 asynchronous SGD with ``c`` tasks in flight needs the mean duration per ``c`` gradients
 (Koloskova, Stich & Jaggi 2022). The workflow's ``minibatch`` experiment
-(the ``minibatch`` kind of ``workflow/scripts/figure.py``) draws its theory lines from here.
+(the ``minibatch`` figure kind, ``afl/figures/minibatch.py``) draws its theory lines from here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # The figures of the workflow config's `figures:`, one rule per kind so that each
-# kind has its own report caption (workflow/report/<kind>.rst); workflow/scripts/figure.py draws.
+# kind has its own report caption (workflow/report/<kind>.rst); ../scripts/figure.py runs the
+# kind's module of afl/figures/ (the kinds here: afl.figures.KINDS, tests/test_figures.py checks).
 
 
 for kind in (

@@ -1,0 +1,188 @@
+"""Helpers and constants shared by the figure kinds (and ``draw.main``'s grouping and notes).
+
+Labels and sizes, the groups of cells and their legend, one metric per cell, the divergence marks,
+the first version at which a metric reaches a goal with its Student-t error bar, and, for the
+queueing kinds, one cell's tables, its network (rates and routing), routing names, the accuracy at
+a time budget and the bound's constants recorded by an optimized-routing cell.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from afl import compare
+from afl.queueing import measure
+from afl.queueing.routing import BoundConstants
+
+
+STANDARD = ("algorithm.name", "algorithm.concurrency", "seed")
+SHORT = {"algorithm.concurrency": "m"}
+Y_LABEL = {"server_loss": "server loss (NLL, nats)", "test_acc": "test accuracy (%)",
+           "test_loss": "test loss (NLL, nats)", "grad_norm_sq": "||grad f(x)||^2 (training subset)"}
+X_LABEL = {"round": "round (m results applied)", "time": "virtual time (mean task durations)"}
+TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss",
+         "grad_norm_sq": "squared gradient norm (Theorem 1)"}
+MODE_LABEL = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
+CI = ("ci", 95)
+Z95 = 1.96
+TIME_POINTS = 150
+PANEL = (4.4, 3.2)  # inches per panel
+
+
+def select(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for key, value in (spec.get("select") or {}).items():
+        mask &= frame[key].isin(value if isinstance(value, list) else [value])
+    return frame[mask]
+
+
+def groups(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, list[str], str]:
+    """Each cell's group label, the labels in plotting order, and the legend title.
+
+    A label names the algorithm, m, and each further grid key that splits the groups further
+    (a key that only follows the algorithm, like client.epochs for asyncsgd, is left out).
+    """
+    text = runs.astype(str)
+    varying = []
+    for key in (k for k in keys if k not in STANDARD):
+        before = len(text.groupby(["algorithm.name", "algorithm.concurrency", *varying], dropna=False))
+        if len(text.groupby(["algorithm.name", "algorithm.concurrency", *varying, key], dropna=False)) > before:
+            varying.append(key)
+    ordered = runs.sort_values(["algorithm.name", "algorithm.concurrency", *varying])
+
+    def label(row) -> str:
+        parts = [str(row["algorithm.name"]), f"m={row['algorithm.concurrency']}"]
+        return ", ".join(parts + [f"{SHORT.get(k, k.split('.')[-1])}={row[k]}" for k in varying])
+
+    labels = ordered.apply(label, axis=1)
+    labels.index = ordered["cell"]
+    title = ", ".join(["rule", "m = clients per round"] + [f"{SHORT.get(k, k.split('.')[-1])} = {k}" for k in varying])
+    return labels, list(dict.fromkeys(labels)), title
+
+
+def diverged_note(runs: pd.DataFrame, label_of: pd.Series) -> list[str]:
+    bad = runs[runs["status"] != "completed"]
+    return [f"X diverged: {label_of[r.cell]}, seed {r.seed} ({r.reason})" for r in bad.itertuples()]
+
+
+def metric(tables: dict, y: str, cells: pd.Index) -> pd.DataFrame:
+    """Per cell: columns cell, round, time, value of metric ``y``."""
+    if y == "server_loss":
+        u = tables["updates"][tables["updates"]["cell"].isin(cells)]
+        per = u.groupby(["cell", "round"], as_index=False).agg(value=("train_loss", "mean"), time=("time", "max"))
+    else:
+        e = tables["evals"][tables["evals"]["cell"].isin(cells)]
+        per = e[["cell", "round", "time"]].assign(value=e[y] * (100 if y == "test_acc" else 1))
+    return per.replace([np.inf, -np.inf], np.nan).dropna(subset=["value"])
+
+
+def on_time_grid(per: pd.DataFrame, label_of: pd.Series) -> pd.DataFrame:
+    """Each run's (time, value) curve interpolated onto one grid per group (to its shortest run's end)."""
+    parts = []
+    for _, group in per.groupby(per["cell"].map(label_of)):
+        grid = np.linspace(0.0, group.groupby("cell")["time"].max().min(), TIME_POINTS)
+        for cell, run in group.groupby("cell"):
+            run = run.sort_values("time")
+            inside = grid[grid >= run["time"].iloc[0]]
+            parts.append(pd.DataFrame({"cell": cell, "x": inside,
+                                       "value": np.interp(inside, run["time"], run["value"])}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "x", "value"])
+
+
+def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """Round and virtual time at which each diverged cell stopped."""
+    bad = runs[runs["status"] != "completed"]
+    u = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])]
+    last = u.groupby("cell").agg(round=("round", "max"), time=("time", "max"))
+    return bad.set_index("cell")[[]].join(last).fillna(0.0)
+
+
+def legend(fig, labels: list[str], palette: dict, runs: pd.DataFrame, label_of: pd.Series, title: str,
+           marker: str = "line") -> None:
+    """One legend for the figure; a group whose every run diverged says so; X marks divergence (lines)."""
+    handles = [Line2D([], [], color=palette[lab], lw=2) if marker == "line" else
+               Line2D([], [], color=palette[lab], marker="s", ls="none", markersize=8) for lab in labels]
+    finished = set(runs.loc[runs["status"] == "completed", "cell"].map(label_of))
+    texts = [lab if lab in finished else f"{lab} (diverged)" for lab in labels]
+    if marker == "line" and (runs["status"] != "completed").any():
+        handles.append(Line2D([], [], color="0.3", marker="X", ls="none", markersize=8))
+        texts.append("run diverged here")
+    fig.legend(handles, texts, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def first_reached(evals: pd.DataFrame, metric: str, goal: float, smooth: int = 1) -> pd.Series:
+    """Per cell: the first server version at which the mean of ``metric`` over the last ``smooth``
+    evaluations (fewer at the start) is at most ``goal``; cells that never get there are absent.
+    ``smooth = 1`` is the first evaluation at or below the goal."""
+    ordered = evals.sort_values(["cell", "version"])
+    level = ordered.groupby("cell")[metric].transform(lambda x: x.rolling(smooth, min_periods=1).mean())
+    return ordered[level <= goal].groupby("cell")["version"].min()
+
+
+def t_half_width(values: pd.Series) -> float:
+    """The half-width of the Student-t 95% interval of ``values`` (``afl.compare.interval``); NaN
+    below ``afl.compare.MIN_SEEDS`` values: no error bar from fewer seeds."""
+    try:
+        got = compare.interval(values)
+    except compare.TooFewSeeds:
+        return float("nan")
+    return got.high - got.mean
+
+
+# ----------------------------------------------------------------------------- the second and third seeds
+# Queueing kinds: the closed forms (afl.queueing) evaluated from each cell's own clients table
+# (rate mu_i, routing p_i, predicted E[tau_i]) and run.json (the bound's constants of an optimized
+# routing), beside what the cells measured. Standard errors of one long run: batch means
+# (afl.queueing.measure); over seeds: Student-t intervals. Each kind's numbers come from a
+# ``*_table`` function of its module (tests/test_queueing_figures.py checks them), its drawing from the kind.
+
+
+def routing_name(value) -> str:
+    """A readable name of an ``algorithm.routing`` grid value (JSON text in the tables)."""
+    try:
+        v = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        v = value
+    if v is None or v == "uniform" or isinstance(v, dict) and v.get("power") == 0:
+        return "uniform"
+    if isinstance(v, dict) and v.get("power") is not None:
+        return "p ~ mu (equal loads)" if v["power"] == 1 else f"p ~ mu^{v['power']:g}"
+    if isinstance(v, dict):
+        return f"bound-optimal per {'update' if v['optimize'] == 'update' else 'unit of time'}"
+    return str(v)
+
+
+def routings(names) -> list[str]:
+    """Routing names in plotting order: uniform first."""
+    return [n for n in ["uniform", *sorted(set(names) - {"uniform"})] if n in set(names)]
+
+
+def cell_tables(tables: dict, cell: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One cell's updates, evals and clients (sorted by client)."""
+    pick = {k: tables[k][tables[k]["cell"] == cell] for k in ("updates", "evals", "clients")}
+    return pick["updates"], pick["evals"], pick["clients"].sort_values("client")
+
+
+def network_of(clients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, p)``: a cell's client rates and routing, from its clients table."""
+    return clients["rate"].to_numpy(dtype=float, copy=True), clients["routing_p"].to_numpy(dtype=float, copy=True)
+
+
+def at_budget(tables: dict, runs: pd.DataFrame, budget: float) -> pd.Series:
+    """Per completed cell: the test accuracy (%) of the model the server holds at virtual time ``budget``."""
+    cells = set(runs.loc[runs["status"] == "completed", "cell"])
+    evals = tables["evals"][tables["evals"]["cell"].isin(cells)]
+    return pd.Series({cell: 100 * float(measure.value_at(run, [budget])[0]) for cell, run in evals.groupby("cell")},
+                     dtype=float)
+
+
+def bound_constants(runs: pd.DataFrame) -> dict[str, BoundConstants]:
+    """Per objective: the bound's constants that an optimized-routing cell recorded (run.json ``routing``)."""
+    out = {}
+    for text in runs["routing"].dropna() if "routing" in runs else []:
+        info = json.loads(text)
+        out.setdefault(info["objective"], BoundConstants(
+            **{k: info[k] for k in ("A", "L", "sigma", "zeta", "eta", "T", "time_budget")}))
+    return out

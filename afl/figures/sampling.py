@@ -1,0 +1,67 @@
+"""The ``sampling`` kind: the first seed's sampling analysis, from cells with ``run.sampling_draws``.
+
+Server loss over rounds per group (selection mode and m); the variance of the mean of m clients'
+updates over rounds, measured at each evaluation; and that variance over sigma^2 against m, mean
+over evaluations and seeds with a 95% t-interval, on the formulas 1/m (with replacement) and
+(n-m)/(m(n-1)) (without).
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from afl.figures.common import CI, MODE_LABEL, PANEL, X_LABEL, Y_LABEL, metric
+
+
+def sampling(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Server loss (hue m, line style the run's selection mode), the probe's variance over rounds
+    (hue m, style the probe's mode) and the variance over sigma^2 against m on the formulas."""
+    finished = runs.loc[runs["status"] == "completed"]
+    fig, axes = plt.subplots(1, 3, figsize=(PANEL[0] * 3, PANEL[1]))
+    ms = sorted(set(finished["algorithm.concurrency"]) | set(tables["sampling"]["m"]))
+    shades = dict(zip(ms, sns.color_palette("viridis", len(ms))))
+    styles = list(MODE_LABEL.values())
+
+    loss = metric(tables, "server_loss", pd.Index(finished["cell"])).rename(columns={"round": "x"})
+    mode_of = finished.set_index("cell")["algorithm.selection"] if "algorithm.selection" in finished else None
+    loss = loss.assign(m=loss["cell"].map(finished.set_index("cell")["algorithm.concurrency"]),
+                       sampling=loss["cell"].map(mode_of).map(MODE_LABEL) if mode_of is not None else styles[1])
+    if len(loss):
+        sns.lineplot(data=loss, x="x", y="value", hue="m", hue_order=ms, style="sampling", style_order=styles,
+                     palette=shades, errorbar=CI, ax=axes[0], legend=False)
+    axes[0].set_xlabel(X_LABEL["round"])
+    axes[0].set_ylabel(Y_LABEL["server_loss"])
+    axes[0].set_title("server loss over rounds (run's selection)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    probe = tables["sampling"][tables["sampling"]["cell"].isin(finished["cell"])]
+    probe = probe.assign(sampling=probe["mode"].map(MODE_LABEL), ratio=probe["variance"] / probe["sigma2"])
+    n = int(probe["n"].iloc[0]) if len(probe) else None
+    if len(probe):
+        sns.lineplot(data=probe, x="round", y="variance", hue="m", hue_order=ms, style="sampling",
+                     style_order=styles, palette=shades, errorbar=CI, ax=axes[1])
+        handles, labels = axes[1].get_legend_handles_labels()
+        axes[1].get_legend().remove()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        axes[1].set_yscale("log")
+        grid = np.arange(1, n + 1)
+        colours = dict(zip(styles, sns.color_palette("colorblind", 2)))
+        axes[2].plot(grid, 1 / grid, color=colours[styles[0]], lw=1.5, label="sigma^2 / m")
+        axes[2].plot(grid, (n - grid) / (grid * (n - 1)), color=colours[styles[1]], lw=1.5, ls="--",
+                     label="sigma^2 / m * (n-m) / (n-1)")
+        for mode, rows in probe.groupby("sampling"):
+            stats = rows.groupby("m")["ratio"].agg(["mean", "std", "count"])
+            half = stats["std"] / np.sqrt(stats["count"]) * 1.96
+            axes[2].errorbar(stats.index, stats["mean"], yerr=half.fillna(0), fmt="o", capsize=3,
+                             color=colours[mode], label=f"measured, {mode}")
+        axes[2].set_xticks(grid)
+        axes[2].legend(frameon=False, fontsize=8)
+    axes[1].set_xlabel(X_LABEL["round"])
+    axes[1].set_ylabel("E||mean of m updates - mean||^2")
+    axes[1].set_title("variance of the mean of m clients' updates")
+    axes[2].set_xlabel(f"m = clients sampled (of n = {n})")
+    axes[2].set_ylabel("variance / sigma^2")
+    axes[2].set_title("measured vs the seed's formulas")
+    return fig
