@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from afl.figures.common import bound_constants, first_reached
+from afl.figures.common import bound_constants
 from afl.figures.concurrency_budget import concurrency_table
 from afl.figures.minibatch import minibatch_table
 from afl.figures.queue_staleness import staleness_table
 from afl.figures.routing_gain import predicted_improvement, routing_table
+from afl.figures.target import first_reached
 from afl.figures.throughput import throughput_table
 from afl.queueing.rounds import expected_max_duration
 from afl.queueing.routing import BoundConstants, bound, optimize_concurrency, optimize_routing

@@ -1,7 +1,6 @@
 """Helpers and constants shared by the figure kinds (and ``draw.main``'s grouping and notes).
 
-Labels and sizes, the groups of cells and their legend, one metric per cell, the divergence marks,
-the first version at which a metric reaches a goal with its Student-t error bar, and, for the
+Labels and sizes, the groups of cells and their legend, one metric per cell, and, for the
 queueing kinds, one cell's tables, its network (rates and routing), routing names, the accuracy at
 a time budget and the bound's constants recorded by an optimized-routing cell.
 """
@@ -12,7 +11,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from afl import compare
 from afl.queueing import measure
 from afl.queueing.routing import BoundConstants
 
@@ -22,9 +20,6 @@ SHORT = {"algorithm.concurrency": "m"}
 Y_LABEL = {"server_loss": "server loss (NLL, nats)", "test_acc": "test accuracy (%)",
            "test_loss": "test loss (NLL, nats)", "grad_norm_sq": "||grad f(x)||^2 (training subset)"}
 X_LABEL = {"round": "round (m results applied)", "time": "virtual time (mean task durations)"}
-TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss",
-         "grad_norm_sq": "squared gradient norm (Theorem 1)"}
-MODE_LABEL = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
 CI = ("ci", 95)
 Z95 = 1.96
 TIME_POINTS = 150
@@ -78,27 +73,6 @@ def metric(tables: dict, y: str, cells: pd.Index) -> pd.DataFrame:
     return per.replace([np.inf, -np.inf], np.nan).dropna(subset=["value"])
 
 
-def on_time_grid(per: pd.DataFrame, label_of: pd.Series) -> pd.DataFrame:
-    """Each run's (time, value) curve interpolated onto one grid per group (to its shortest run's end)."""
-    parts = []
-    for _, group in per.groupby(per["cell"].map(label_of)):
-        grid = np.linspace(0.0, group.groupby("cell")["time"].max().min(), TIME_POINTS)
-        for cell, run in group.groupby("cell"):
-            run = run.sort_values("time")
-            inside = grid[grid >= run["time"].iloc[0]]
-            parts.append(pd.DataFrame({"cell": cell, "x": inside,
-                                       "value": np.interp(inside, run["time"], run["value"])}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "x", "value"])
-
-
-def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
-    """Round and virtual time at which each diverged cell stopped."""
-    bad = runs[runs["status"] != "completed"]
-    u = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])]
-    last = u.groupby("cell").agg(round=("round", "max"), time=("time", "max"))
-    return bad.set_index("cell")[[]].join(last).fillna(0.0)
-
-
 def legend(fig, labels: list[str], palette: dict, runs: pd.DataFrame, label_of: pd.Series, title: str,
            marker: str = "line") -> None:
     """One legend for the figure; a group whose every run diverged says so; X marks divergence (lines)."""
@@ -110,25 +84,6 @@ def legend(fig, labels: list[str], palette: dict, runs: pd.DataFrame, label_of: 
         handles.append(Line2D([], [], color="0.3", marker="X", ls="none", markersize=8))
         texts.append("run diverged here")
     fig.legend(handles, texts, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-
-
-def first_reached(evals: pd.DataFrame, metric: str, goal: float, smooth: int = 1) -> pd.Series:
-    """Per cell: the first server version at which the mean of ``metric`` over the last ``smooth``
-    evaluations (fewer at the start) is at most ``goal``; cells that never get there are absent.
-    ``smooth = 1`` is the first evaluation at or below the goal."""
-    ordered = evals.sort_values(["cell", "version"])
-    level = ordered.groupby("cell")[metric].transform(lambda x: x.rolling(smooth, min_periods=1).mean())
-    return ordered[level <= goal].groupby("cell")["version"].min()
-
-
-def t_half_width(values: pd.Series) -> float:
-    """The half-width of the Student-t 95% interval of ``values`` (``afl.compare.interval``); NaN
-    below ``afl.compare.MIN_SEEDS`` values: no error bar from fewer seeds."""
-    try:
-        got = compare.interval(values)
-    except compare.TooFewSeeds:
-        return float("nan")
-    return got.high - got.mean
 
 
 # ----------------------------------------------------------------------------- the second and third seeds

@@ -9,12 +9,36 @@ interpolated onto a common grid up to the end of the group's shortest run. The f
 """
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from afl.figures.common import (CI, PANEL, TITLE, X_LABEL, Y_LABEL, divergence_points, legend, metric,
-                                on_time_grid)
+from afl.figures.common import CI, PANEL, TIME_POINTS, X_LABEL, Y_LABEL, legend, metric
+
+TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss",
+         "grad_norm_sq": "squared gradient norm (Theorem 1)"}
+
+
+def on_time_grid(per: pd.DataFrame, label_of: pd.Series) -> pd.DataFrame:
+    """Each run's (time, value) curve interpolated onto one grid per group (to its shortest run's end)."""
+    parts = []
+    for _, group in per.groupby(per["cell"].map(label_of)):
+        grid = np.linspace(0.0, group.groupby("cell")["time"].max().min(), TIME_POINTS)
+        for cell, run in group.groupby("cell"):
+            run = run.sort_values("time")
+            inside = grid[grid >= run["time"].iloc[0]]
+            parts.append(pd.DataFrame({"cell": cell, "x": inside,
+                                       "value": np.interp(inside, run["time"], run["value"])}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell", "x", "value"])
+
+
+def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """Round and virtual time at which each diverged cell stopped."""
+    bad = runs[runs["status"] != "completed"]
+    u = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])]
+    last = u.groupby("cell").agg(round=("round", "max"), time=("time", "max"))
+    return bad.set_index("cell")[[]].join(last).fillna(0.0)
 
 
 def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:

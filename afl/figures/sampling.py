@@ -12,7 +12,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from afl.figures.common import CI, MODE_LABEL, PANEL, X_LABEL, Y_LABEL, metric
+from afl.figures.common import CI, PANEL, X_LABEL, Y_LABEL, metric
+
+MODE_LABEL = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
 
 
 def sampling(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:

@@ -12,7 +12,26 @@ import pandas as pd
 import seaborn as sns
 
 from afl import compare
-from afl.figures.common import PANEL, first_reached, t_half_width
+from afl.figures.common import PANEL
+
+
+def first_reached(evals: pd.DataFrame, metric: str, goal: float, smooth: int = 1) -> pd.Series:
+    """Per cell: the first server version at which the mean of ``metric`` over the last ``smooth``
+    evaluations (fewer at the start) is at most ``goal``; cells that never get there are absent.
+    ``smooth = 1`` is the first evaluation at or below the goal."""
+    ordered = evals.sort_values(["cell", "version"])
+    level = ordered.groupby("cell")[metric].transform(lambda x: x.rolling(smooth, min_periods=1).mean())
+    return ordered[level <= goal].groupby("cell")["version"].min()
+
+
+def t_half_width(values: pd.Series) -> float:
+    """The half-width of the Student-t 95% interval of ``values`` (``afl.compare.interval``); NaN
+    below ``afl.compare.MIN_SEEDS`` values: no error bar from fewer seeds."""
+    try:
+        got = compare.interval(values)
+    except compare.TooFewSeeds:
+        return float("nan")
+    return got.high - got.mean
 
 
 def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
