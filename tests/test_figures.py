@@ -4,10 +4,11 @@ Each kind is drawn through ``afl.figures.draw.main`` (as the workflow's figure j
 ``figures.save`` replaced by a catch) and the line y-data, confidence bands, bar heights, histogram
 shares, points, marks and notes on the returned matplotlib Axes are compared with the same
 quantities computed here with pandas from the tables, by the definitions in the kinds'
-docstrings. With two seeds a 95% bootstrap band of their mean runs exactly from the smaller to the
-larger value (a resampled mean is one of the two values with probability 1/4 each), so bands are
-checked exactly there (a mean +- 1 SE band of two values is the same range: that the band is a
-bootstrap CI rather than a standard error is not seen). The ``check_*`` functions are used on the small hand-made tables below and
+docstrings. With two seeds a 95% bootstrap interval of their mean runs exactly from the smaller to
+the larger value (a resampled mean is one of the two values with probability 1/4 each), so error
+bars are checked exactly there (a mean +- 1 SE bar of two values is the same range: that the bar is
+a bootstrap CI rather than a standard error is not seen); curves draw a band only from 5 seeds on,
+checked to lie within the seeds' range around the mean. The ``check_*`` functions are used on the small hand-made tables below and
 on the workflow's own tables (tests/test_pipeline.py, tests/test_pipeline_cifar10.py).
 
 The tuning (``target``'s ``tune``, ``minibatch``'s best step) is checked with three step values per
@@ -35,7 +36,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from helpers import REPO  # noqa: E402
 
 from afl import figures  # noqa: E402
@@ -195,8 +199,13 @@ def on_grid(points: pd.DataFrame) -> pd.DataFrame:
 
 def check_curves(tables: dict, spec: dict, keys: list[str], figure: plt.Figure, runs: pd.DataFrame) -> None:
     """Each panel (metric y, axis x): one line per group with a finished run, the mean over its seeds,
-    with its band; an X at each diverged run's last round or time."""
+    with its band when every such group has 5 seeds or more (else none, and the legend says so); an
+    X at each diverged run's last round or time."""
     groups, done = grouping(runs, keys), finished(runs)
+    counts = [runs.loc[runs["cell"].isin([c for c in cells if c in done]), "seed"].nunique() for cells in groups.values()]
+    fewest = min((n for n in counts if n), default=0)
+    title = figure.legends[0].get_title().get_text()
+    assert title.endswith("bands: 95% bootstrap interval" if fewest >= 5 else "seeds (no band below 5)"), title
     axes = np.array(figure.axes[:len(spec["y"]) * len(spec["x"])]).reshape(len(spec["y"]), len(spec["x"]))
     bad = runs[runs["status"] != "completed"]
     stops = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])].groupby("cell").agg(
@@ -213,8 +222,11 @@ def check_curves(tables: dict, spec: dict, keys: list[str], figure: plt.Figure, 
                 values = per_seed(points, "round") if x == "round" else on_grid(points)
                 mean = values.mean(axis=1).dropna()
                 check_line(ax.lines[index], mean.index, mean.to_numpy())
-                check_band(band(ax, index), values)
+                if fewest >= 5:
+                    check_band(band(ax, index), values)
                 index += 1
+            if fewest < 5:
+                assert not ax.collections
             marks = ax.lines[index:]
             assert len(marks) == len(bad)
             assert sorted(m.get_xdata()[0] for m in marks) == pytest.approx(sorted(stops[x]))
@@ -294,8 +306,10 @@ def check_sampling(tables: dict, spec: dict, keys: list[str], figure: plt.Figure
 
 
 def check_ablation(tables: dict, spec: dict, keys: list[str], figure: plt.Figure, runs: pd.DataFrame) -> None:
-    """Per panel value, one bar per combination of the bar keys: a run's mean test accuracy (%) over
-    its evaluations from 3/4 of its last round on, mean over seeds; each seed a dot."""
+    """Per panel value (its title's start), each combination of the bar keys but the reference (the
+    first in sorted order unless ``reference`` is given): a run's mean test accuracy (%) over its
+    evaluations from 3/4 of its last round on, minus the reference combination's of the same seed;
+    each seed's difference a dot, their mean a square; 0 on the y axis."""
     done = runs[runs["status"] == "completed"].set_index("cell")
     evals = tables["evals"][tables["evals"]["cell"].isin(done.index)]
     final = {}
@@ -303,17 +317,20 @@ def check_ablation(tables: dict, spec: dict, keys: list[str], figure: plt.Figure
         final[cell] = 100 * e.loc[e["round"] >= 0.75 * e["round"].max(), "test_acc"].mean()
     done = done.assign(final=pd.Series(final), bar=done[spec["bars"]].astype(str).agg(", ".join, axis=1),
                        panel=done[spec["panel"]].astype(str))
-    bars = sorted(done["bar"].unique())
+    reference = ", ".join(map(str, spec["reference"])) if spec.get("reference") else min(done["bar"])
+    bars = sorted(set(done["bar"]) - {reference})
     axes = figure.axes[:done["panel"].nunique()]
     for ax, (value, rows) in zip(axes, sorted(done.groupby("panel"), key=lambda kv: kv[0])):
-        assert ax.get_title() == f"{spec['panel']} = {value}"
-        mean = rows.groupby("bar")["final"].mean()
-        drawn = {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches
-                 if np.isfinite(p.get_height())}
-        assert drawn == pytest.approx({bars.index(b): v for b, v in mean.items()})
-        dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets())])
-        assert sorted(dots) == pytest.approx(sorted(rows["final"]))
-    assert figure.axes[0].get_ylim()[0] == pytest.approx(max(0.0, done["final"].min() - 10))
+        assert ax.get_title().startswith(value)
+        base = rows[rows["bar"] == reference].set_index("seed")["final"]
+        diffs = {b: (rows[rows["bar"] == b].set_index("seed")["final"] - base).dropna() for b in bars}
+        means = [ln.get_ydata()[0] for ln in ax.lines if ln.get_marker() == "s"]
+        assert means == pytest.approx([diffs[b].mean() for b in bars if len(diffs[b])])
+        dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets()) and
+                               not isinstance(c, matplotlib.collections.LineCollection)])
+        assert sorted(dots) == pytest.approx(sorted(np.concatenate([d.to_numpy() for d in diffs.values()])))
+        low, high = ax.get_ylim()
+        assert low <= 0 <= high
 
 
 CHECKS = {"curves": check_curves, "participation": check_participation, "staleness": check_staleness,
@@ -418,6 +435,147 @@ def test_first_seed_kinds_draw_the_tables_numbers(tmp_path, name, spec, data, ke
         assert "marked 1 diverged cell(s): X diverged: afl, m=2, lr=1e+30, seed 0 (loss is nan)" in log
 
 
+# ----------------------------------------------------------------------------- colours, bands, seeds, names
+
+
+def curve_tables(names: list[str], ms: list[int], seeds: int) -> dict:
+    """One cell per rule in ``names``, m in ``ms`` and seed 0 .. ``seeds`` - 1: 4 rounds of m results
+    at random times, an evaluation after each round; losses and accuracies drawn at random."""
+    rng = np.random.default_rng(5)
+    runs, updates, evals = [], [], []
+    for name in names:
+        for m in ms:
+            for seed in range(seeds):
+                cell = f"{name}_m{m}_s{seed}"
+                runs.append({"cell": cell, "status": "completed", "algorithm.name": name, "algorithm.concurrency": m,
+                             "seed": seed, "reason": "rounds done"})
+                t = 0.0
+                evals.append({"cell": cell, "round": 0, "version": 0, "time": t, "test_acc": 0.1})
+                for r in range(1, 5):
+                    for k in range(m):
+                        t += rng.exponential(1.0)
+                        updates.append({"cell": cell, "round": r, "version": (r - 1) * m + k + 1, "time": t,
+                                        "client": k, "staleness": 0, "train_loss": rng.uniform(0.2, 2.0)})
+                    evals.append({"cell": cell, "round": r, "version": r * m, "time": t, "test_acc": rng.uniform(0.3, 0.9)})
+    return {"runs": pd.DataFrame(runs), "updates": pd.DataFrame(updates), "evals": pd.DataFrame(evals)}
+
+
+def legend_colours(figure: plt.Figure) -> dict:
+    """The figure legend's entries: text -> RGB of its handle."""
+    legend = figure.legends[0]
+    return {t.get_text(): to_rgb(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+
+def test_curves_colour_an_ordered_m_sequentially_and_rules_categorically(tmp_path):
+    """Groups that differ in m alone (afl, m = 3..6) get viridis in the order of m: the lines'
+    luminance rises with m. Groups of two rules at one m get the colour-blind palette."""
+    inputs = write_tables(tmp_path, curve_tables(["afl", "sfl"], [3, 4, 5, 6], 2))
+    spec = {"kind": "curves", "experiment": "e", "y": ["server_loss"], "x": ["round"], "select": {"algorithm.name": "afl"}}
+    figure, _ = draw("m", spec, STANDARD, inputs)
+    colours = legend_colours(figure)
+    assert list(colours) == [f"afl, m={m}" for m in (3, 4, 5, 6)]
+    assert [to_rgb(line.get_color()) for line in figure.axes[0].lines] == list(colours.values())
+    np.testing.assert_allclose(list(colours.values()), sns.color_palette("viridis", 4))
+    luminance = [0.2126 * r + 0.7152 * g + 0.0722 * b for r, g, b in colours.values()]
+    assert luminance == sorted(luminance) and len(set(luminance)) == 4
+    plt.close(figure)
+    figure, _ = draw("rules", {**spec, "select": {"algorithm.concurrency": 4}}, STANDARD, inputs)
+    np.testing.assert_allclose(list(legend_colours(figure).values()), sns.color_palette("colorblind", 2))
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("seeds", [4, 5])
+def test_curves_draw_a_band_only_from_five_seeds(tmp_path, seeds):
+    """Below 5 seeds (``afl.compare.MIN_SEEDS``) the lines are means without a band and the legend
+    title says so; from 5 on every line has its 95% band (within the seeds' range, check_curves)
+    and the title states n."""
+    tables = curve_tables(["afl", "sfl"], [3], seeds)
+    spec = {"kind": "curves", "experiment": "e", "y": ["server_loss", "test_acc"], "x": ["round", "time"]}
+    figure, _ = draw("bands", spec, STANDARD, write_tables(tmp_path, tables))
+    check_curves(tables, spec, STANDARD, figure, tables["runs"])
+    assert all(len(ax.collections) == (2 if seeds >= 5 else 0) for ax in figure.axes)
+    assert figure.legends[0].get_title().get_text().endswith(
+        "lines: mean of n = 5 seeds, bands: 95% bootstrap interval" if seeds >= 5 else
+        "lines: mean of 4 seeds (no band below 5)")
+    assert "each line ends where its group's shortest run ends" in figure.axes[1].get_xlabel()
+    plt.close(figure)
+
+
+def test_every_figure_names_its_number_of_seeds(tmp_path):
+    """The title ends with the number of distinct seeds of the drawn cells, unless it names seeds."""
+    inputs = write_tables(tmp_path, first_seed_tables())
+    spec = {"kind": "participation", "experiment": "e", "title": "Participation"}
+    for extra, title in [({}, "Participation (2 seeds)"), ({"select": {"seed": 1}}, "Participation (1 seed)"),
+                         ({"title": "Participation over seeds 0, 1"}, "Participation over seeds 0, 1")]:
+        figure, _ = draw("p", {**spec, **extra}, FIRST_KEYS, inputs)
+        assert figure.get_suptitle() == title
+        plt.close(figure)
+
+
+def test_staleness_axis_says_what_a_version_applies(tmp_path):
+    """Each panel's x axis says how many results one server version applies, from the rule's facts:
+    1 for asyncsgd and fedasync, a round of m for afl and sfl, fedbuff's buffer: K = min(m, 10)
+    unless ``algorithm.buffer_size`` sets it."""
+    expected = {("asyncsgd", 5, None): 1, ("fedasync", 5, None): 1, ("afl", 3, None): 3, ("sfl", 4, None): 4,
+                ("fedbuff", 5, None): 5, ("fedbuff", 20, None): 10, ("fedbuff", 20, 4): 4}
+    runs, updates = [], []
+    for name, m, buffer in expected:
+        cell = f"{name}_m{m}_K{buffer}"
+        runs.append({"cell": cell, "status": "completed", "algorithm.name": name, "algorithm.concurrency": m,
+                     "algorithm.buffer_size": buffer, "seed": 0, "reason": "rounds done"})
+        updates += [{"cell": cell, "round": 1, "version": v, "time": float(v), "client": 0, "staleness": v % 2,
+                     "train_loss": 1.0} for v in range(1, 5)]
+    runs = pd.DataFrame(runs)
+    keys = [*STANDARD, "algorithm.buffer_size"]
+    figure, _ = draw("s", {"kind": "staleness", "experiment": "e"}, keys,
+                     write_tables(tmp_path, {"runs": runs, "updates": pd.DataFrame(updates)}))
+    label_of, order, _ = figure_groups(runs, keys)
+    for ax, label in zip(figure.axes, order):
+        (name, m, buffer), k = next((key, k) for key, k in expected.items()
+                                    if label_of[f"{key[0]}_m{key[1]}_K{key[2]}"] == label)
+        assert ax.get_xlabel() == f"staleness tau (server versions)\n1 version = {k} result{'s' * (k != 1)} ({name})"
+    plt.close(figure)
+
+
+def queueing_tables(routings: list, rates: list) -> dict:
+    """Timing-only cells of 4 clients (rates 1, 1, 0.5, 0.5): one per routing and rates setting
+    (both JSON text, as the aggregated tables hold mappings) and m in 2, 3; 400 random updates."""
+    rng = np.random.default_rng(9)
+    mu = np.array([1.0, 1.0, 0.5, 0.5])
+    runs, updates, clients = [], [], []
+    for i, (routing, rate) in enumerate((r, q) for r in routings for q in rates):
+        for m in (2, 3):
+            cell = f"c{i}_m{m}"
+            runs.append({"cell": cell, "status": "completed", "algorithm.name": "asyncsgd", "algorithm.concurrency": m,
+                         "seed": 0, "algorithm.routing": json.dumps(routing), "timing.rates": json.dumps(rate),
+                         "reason": "updates done"})
+            updates += [{"cell": cell, "version": v, "time": 0.5 * v + rng.uniform(0, 0.1), "client": int(rng.integers(4)),
+                         "staleness": int(rng.integers(0, 2 * m))} for v in range(1, 401)]
+            clients += [{"cell": cell, "client": c, "rate": r, "routing_p": 0.25, "predicted_staleness": m - 1 + 0.1 * c}
+                        for c, r in enumerate(mu)]
+    return {"runs": pd.DataFrame(runs), "updates": pd.DataFrame(updates), "clients": pd.DataFrame(clients)}
+
+
+def test_queueing_legends_name_routings_and_settings_readably(tmp_path):
+    """queue_staleness's and throughput's legends print routings by name (``routing_name``) and
+    mappings without braces, never JSON text."""
+    tables = queueing_tables(["uniform", {"power": 1}], [{"kind": "lognormal", "sigma": 0.7}, {"kind": "constant", "value": 1.0}])
+    inputs = write_tables(tmp_path, tables)
+    keys = [*STANDARD, "algorithm.routing", "timing.rates"]
+    figure, _ = draw("qs", {"kind": "queue_staleness", "experiment": "q", "batches": 4,
+                            "select": {"algorithm.concurrency": 3}}, keys, inputs)
+    texts = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "asyncsgd, m=3, routing=p ~ mu (equal loads), rates=lognormal(sigma=0.7), n=4" in texts
+    assert len(texts) == 5 and not any("{" in t or '"' in t for t in texts)
+    plt.close(figure)
+    figure, _ = draw("tp", {"kind": "throughput", "experiment": "q", "batches": 4, "hue": ["algorithm.routing"],
+                            "select": {"timing.rates": json.dumps({"kind": "constant", "value": 1.0})}}, keys, inputs)
+    texts = [t.get_text() for ax in figure.axes[:2] for t in ax.get_legend().get_texts()]
+    assert {"theory, uniform", "simulation, p ~ mu (equal loads)", "all, p ~ mu (equal loads)"} <= set(texts)
+    assert not any("{" in t or '"' in t for t in texts)
+    plt.close(figure)
+
+
 # ----------------------------------------------------------------------------- target: the tuning
 
 
@@ -461,7 +619,7 @@ def test_target_tunes_the_step_per_method_and_m(tmp_path):
     over the seeds (a run that never gets there counts its budget, 100): by hand from TO_TARGET,
     afl m=2: means 60, 50, 55 -> 0.1 (the best single seed, 10, is lr 1; without the never-reached
     run lr 1 would average 10); afl m=4: 70, 60, 50 -> 1; asyncsgd m=2: 30, 40, 100 -> 0.01;
-    asyncsgd m=4: 70, 40, 50 -> 0.1. Each point is at the mean tau_max of the kept runs."""
+    asyncsgd m=4: 70, 40, 50 -> 0.1. Each point is at its m (the x key's value)."""
     tables = target_tables()
     spec = {"kind": "target", "experiment": "t", "metric": "grad_norm_sq", "target": 0.5, "x_key": "algorithm.concurrency",
             "hue": ["algorithm.name"], "tune": "algorithm.server_lr"}
@@ -476,11 +634,10 @@ def test_target_tunes_the_step_per_method_and_m(tmp_path):
     lines = {c.get_label(): c for c in figure.axes[0].containers}
     assert sorted(lines) == ["afl", "asyncsgd"]
     for name in ("afl", "asyncsgd"):
-        tau = [np.mean([5 * m + LRS.index(best[(name, m)]) + seed for seed in (0, 1)]) for m in (2, 4)]
-        check_line(lines[name].lines[0], tau, [cost[(name, m, best[(name, m)])] for m in (2, 4)])
-        assert f"{name}: best server_lr {best[(name, 2)]:g}, {best[(name, 4)]:g} (tau_max ascending)" in \
+        check_line(lines[name].lines[0], [2, 4], [cost[(name, m, best[(name, m)])] for m in (2, 4)])
+        assert f"{name}: best server_lr {best[(name, 2)]:g}, {best[(name, 4)]:g} (concurrency ascending)" in \
             " ".join(t.get_text() for t in figure.texts)
-        # The log's table: mean cost, tau_max and the number of seeds per m of the kept lr.
+        # The log's table: mean cost and the number of seeds per m of the kept lr.
         table = log.split(f"target: {name}:")[1].split("target:")[0]
         rows = [line.split() for line in table.splitlines()[3:5]]
         assert [float(r[3]) for r in rows] == pytest.approx([cost[(name, m, best[(name, m)])] for m in (2, 4)])
@@ -501,8 +658,7 @@ def test_target_tunes_on_the_tuning_seeds_and_shows_the_others(tmp_path):
     shown = {("afl", 2): 100, ("afl", 4): 100, ("asyncsgd", 2): 40, ("asyncsgd", 4): 90}
     lines = {c.get_label(): c for c in figure.axes[0].containers}
     for name in ("afl", "asyncsgd"):
-        tau = [5 * m + LRS.index(best[(name, m)]) + 1 for m in (2, 4)]  # seed 1's runs only
-        check_line(lines[name].lines[0], tau, [shown[(name, m)] for m in (2, 4)])
+        check_line(lines[name].lines[0], [2, 4], [shown[(name, m)] for m in (2, 4)])
     edges = sorted(line for line in log.splitlines() if line.startswith("grid edge:"))
     assert edges == [
         "grid edge: algorithm.server_lr = 0.01 (the smallest of 0.01, 0.1, 1.0) for method=asyncsgd, "
@@ -512,6 +668,69 @@ def test_target_tunes_on_the_tuning_seeds_and_shows_the_others(tmp_path):
         "grid edge: algorithm.server_lr = 1.0 (the largest of 0.01, 0.1, 1.0) for method=asyncsgd, "
         "algorithm.concurrency=4 (tuned on seeds 0)"]
     assert "1 seeds: no interval below 5" in figure.axes[0].get_title()
+    plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- target: the x axis and tau
+
+SLOWDOWNS = {1.0: 1.0, 16.0: 0.0625, 64.0: 0.015625}  # s -> the straggler's rate
+
+
+def setting_tables(x_key: str, values: list) -> dict:
+    """One cell per x value and seed 0, 1, 100 server versions: grad_norm_sq drops below the
+    target at version 30 (seed 0) or 40 (seed 1; never for the last value's seed 1). The i-th
+    value's staleness is i + v % 3, except 999 at version 60, after the target."""
+    runs, updates, evals = [], [], []
+    for i, value in enumerate(values):
+        for seed in (0, 1):
+            at = None if (i, seed) == (len(values) - 1, 1) else 30 + 10 * seed
+            cell = f"x{i}_s{seed}"
+            runs.append({"cell": cell, "status": "completed", "algorithm.name": "asyncsgd", "algorithm.concurrency": 10,
+                         "seed": seed, x_key: value, "algorithm.step_rule": "constant", "reason": "updates done"})
+            for v in range(1, 101):
+                updates.append({"cell": cell, "round": v, "version": v, "time": float(v), "client": 0,
+                                "staleness": 999 if v == 60 else i + v % 3, "train_loss": 1.0})
+            for v in range(0, 101, 10):
+                evals.append({"cell": cell, "round": v, "version": v, "time": float(v), "test_acc": 0.5,
+                              "grad_norm_sq": 0.1 if at is not None and v >= at else 1.0})
+    return {"runs": pd.DataFrame(runs), "updates": pd.DataFrame(updates), "evals": pd.DataFrame(evals)}
+
+
+@pytest.mark.parametrize("x_key, values, xs", [
+    ("timing.rates.groups", [json.dumps([{"fraction": 0.9, "rate": 1.0}, {"fraction": 0.1, "rate": r}])
+                             for r in SLOWDOWNS.values()], list(SLOWDOWNS)),
+    ("timing.sigma", [1.5, 3.0], [1.5, 3.0]),
+])
+def test_target_draws_the_configured_setting_and_the_staleness_until_the_target(tmp_path, x_key, values, xs):
+    """The x axis is the value the config sets (rate groups: the slowdown max/min rate), log-scaled
+    when it spans more than 10x; each point is labelled with the mean over seeds of tau_max, the
+    largest staleness up to the version where the run reached the target (its budget if never): by
+    hand i + 2 for a run that reached it (30 or 40 > 2 versions of i + v % 3), 999 (at version 60)
+    for the one that never did; the right panel is tau_avg up to then, on the same x; the
+    never-reached run is hollow at its group's x and its budget 100; the legend is outside the axes."""
+    spec = {"kind": "target", "experiment": "t", "metric": "grad_norm_sq", "target": 0.5, "x_key": x_key,
+            "hue": ["algorithm.step_rule"]}
+    figure, log = draw("target", spec, [*STANDARD, x_key, "algorithm.step_rule"],
+                       write_tables(tmp_path, setting_tables(x_key, values)))
+    left, right = figure.axes[:2]
+    last = len(values) - 1
+    tau_max = [i + 2 for i in range(last)] + [(last + 2 + 999) / 2]
+    tau_avg = [np.mean([np.mean([i + v % 3 for v in range(1, at + 1)]) for at in (30, 40)]) for i in range(last)]
+    tau_avg.append(np.mean([np.mean([last + v % 3 for v in range(1, 31)]),
+                            np.mean([999 if v == 60 else last + v % 3 for v in range(1, 101)])]))
+    (container,) = left.containers
+    check_line(container.lines[0], xs, [35] * last + [65])
+    check_line(right.lines[0], xs, tau_avg)
+    labels = sorted((a.xy[0], a.get_text()) for a in left.texts)
+    assert labels == [(x, f"tau_max {t:.0f}") for x, t in zip(xs, tau_max)]
+    (hollow,) = [c for c in left.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert hollow.get_offsets().tolist() == [[xs[-1], 100.0]] and len(hollow.get_facecolors()) == 0
+    assert left.get_legend() is None and "never reached" in figure.legends[0].get_texts()[-1].get_text()
+    assert left.get_xscale() == right.get_xscale() == ("log" if xs[-1] / xs[0] > 10 else "linear")
+    assert left.get_xlabel() == right.get_xlabel() and x_key in left.get_xlabel()
+    table = [line.split() for line in log.split("target: constant:")[1].splitlines()[3:]]
+    assert [float(r[1]) for r in table] == pytest.approx(tau_max)
+    assert [float(r[2]) for r in table] == pytest.approx(tau_avg)
     plt.close(figure)
 
 
@@ -559,7 +778,8 @@ def test_minibatch_picks_each_methods_best_step(tmp_path):
     """Each method's best step: the highest accuracy at the common end (80), mean over seeds. By hand
     from AT_END: asyncsgd means 61, 65, 60 -> 0.02 (the best single seed is 0.05's 90; read at each
     run's own end 0.01 would win with 99); sfl means 42, 71, 47.5 -> 0.1. The accuracy panel draws
-    the best step's runs, the tuning panel each step's mean."""
+    the best step's runs, the tuning panel each step's mean (without tuning_seeds: every seed;
+    tests/test_protocol_figures.py tunes on some seeds)."""
     tables = minibatch_tables()
     inputs = write_tables(tmp_path, tables)
     spec = {"kind": "minibatch", "experiment": "mb", "warmup": 0.0, "batches": 4, "steps": STEP_KEY}
@@ -568,8 +788,8 @@ def test_minibatch_picks_each_methods_best_step(tmp_path):
     assert best == {"asyncsgd": 0.02, "sfl": 0.1}  # the table's design
     named = {"asyncsgd": "asynchronous SGD", "sfl": "mini-batch SGD"}
 
-    cells, chosen, _ = minibatch_table(tables, tables["runs"], STEP_KEY, 0.0, 4)
-    assert dict(chosen) == {named[n]: s for n, s in best.items()}
+    cells, choices, _ = minibatch_table(tables, tables["runs"], STEP_KEY, 0.0, 4)
+    assert {c.method["method"]: c.values["step"] for c in choices} == {named[n]: s for n, s in best.items()}
     assert cells["end"].unique().tolist() == [80.0]
     assert cells.set_index("cell")["final"].to_dict() == pytest.approx(
         {f"{n}_{s:g}_s{seed}": v for (n, s), vs in AT_END.items() for seed, v in enumerate(vs)})
@@ -577,7 +797,9 @@ def test_minibatch_picks_each_methods_best_step(tmp_path):
     figure, log = draw("minibatch", spec, [*STANDARD, *STEP_KEY.values()], inputs)
     assert "best steps: asynchronous SGD 0.02, mini-batch SGD 0.1" in log
     _, middle, right = figure.axes[:3]
-    assert middle.get_legend().get_title().get_text() == "best step: asynchronous 0.02, mini-batch 0.1"
+    assert [t.get_text() for t in middle.get_legend().get_texts()] == \
+        ["asynchronous SGD (step 0.02)", "mini-batch SGD (step 0.1)"]
+    assert middle.get_legend().get_title().get_text() == "chosen on the seeds shown"  # no tuning_seeds
     grid = np.linspace(0, 80, 150)
     expected = []
     for name, step in best.items():
@@ -635,6 +857,7 @@ def test_concurrency_marks_optimize_concurrency(tmp_path):
     figure, log = draw("concurrency", {"kind": "concurrency_budget", "experiment": "c", "budget": 50.0},
                        [*STANDARD, "algorithm.routing"], write_tables(tmp_path, tables))
     ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "6"]  # the m run, on a log axis
     assert sorted(ln.get_xdata()[0] for ln in ax.lines if ln.get_linestyle() in ("--", ":")) == sorted([uniform, joint])
     by_m = pd.DataFrame(runs).assign(acc=lambda d: d["cell"].map(acc),
                                      route=lambda d: np.where(d["routing"].isna(), "uniform", "time"))

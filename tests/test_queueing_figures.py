@@ -18,7 +18,7 @@ from afl.figures.common import bound_constants
 from afl.figures.concurrency_budget import concurrency_table
 from afl.figures.minibatch import minibatch_table
 from afl.figures.queue_staleness import staleness_table
-from afl.figures.routing_gain import predicted_improvement, routing_table
+from afl.figures.routing_gain import predicted_improvement, routing_table, step_gains, tuned_gains
 from afl.figures.target import first_reached
 from afl.figures.throughput import throughput_table
 from afl.queueing.rounds import expected_max_duration
@@ -90,6 +90,8 @@ def test_every_queueing_figure_is_drawn_with_its_log(grid):
         assert (tmp / "results" / "figures" / f"{name}.pdf").stat().st_size > 5_000
     log = (tmp / "results" / "logs" / "figures" / "routing_gain.log").read_text()
     assert "gain over uniform routing" in log and "bound-optimal per update" in log
+    assert "routing_gain: no tuning_seeds: each routing's server_lr was chosen on the seeds shown (0, 1)" in log
+    assert "routing_gain: tuned: bound-optimal per update (server_lr " in log and "no interval below 10" in log
 
 
 def test_staleness_per_client_matches_the_closed_network(grid):
@@ -134,16 +136,26 @@ def test_optimized_routing_comes_from_its_own_pilot_and_the_gain_is_paired(grid)
     t = tables["routing"]
     runs, clients = t["runs"], t["clients"]
     assert (runs["status"] == "completed").all()
-    cells, gains = routing_table(t, runs, 80, "algorithm.server_lr", "algorithm.routing")
+    cells, choices = routing_table(t, runs, 80, "algorithm.server_lr", "algorithm.routing")  # no tuning seeds
+    assert cells["shown"].all()
+    gains = step_gains(cells, "algorithm.server_lr")
     assert set(zip(gains["routing"], gains["algorithm.server_lr"])) == {
         (r, lr) for r in ("bound-optimal per update", "bound-optimal per unit of time") for lr in (0.005, 0.02)}
-    assert (gains["seeds"] == 2).all()
+    assert (gains["seeds"] == 2).all() and gains["low"].isna().all()  # 2 pairs: no interval (10)
     for row in gains.itertuples(index=False):
         same = cells[(cells["algorithm.server_lr"] == row[1])]
         mine = same[same["route"] == row.routing].set_index("seed")["acc"]
         base = same[same["route"] == "uniform"].set_index("seed")["acc"]
         assert row.gain == pytest.approx((mine - base).mean())
-        assert row.low <= row.gain <= row.high
+    # Tuned against tuned: each routing at the step of its best mean accuracy, paired by seed.
+    mean = cells.groupby(["route", "algorithm.server_lr"])["acc"].mean()
+    best = {route: mean[route].idxmax() for route in cells["route"].unique()}
+    assert {c.method["route"]: c.values["algorithm.server_lr"] for c in choices} == best
+    at_best = {r: cells[(cells["route"] == r) & (cells["algorithm.server_lr"] == lr)].set_index("seed")["acc"]
+               for r, lr in best.items()}
+    for row in tuned_gains(cells, choices, "algorithm.server_lr").itertuples(index=False):
+        assert (row.step, row.uniform_step) == (best[row.routing], best["uniform"])
+        assert row.gain == pytest.approx((at_best[row.routing] - at_best["uniform"]).mean()) and row.seeds == 2
     mu = np.array([1.0] * 5 + [0.2] * 5)
     for r in runs.itertuples(index=False):
         p = clients[clients["cell"] == r.cell].sort_values("client")["routing_p"].to_numpy()
@@ -210,7 +222,7 @@ def queued_delay(durations, c: int) -> float:
 def test_async_vs_minibatch_timing_matches_koloskova(grid):
     _, tables, figures = grid
     t = tables["mb"]
-    cells, best, timing = minibatch_table(t, t["runs"], figures["minibatch"]["steps"], 0.0, 6)
+    cells, choices, timing = minibatch_table(t, t["runs"], figures["minibatch"]["steps"], 0.0, 6)
     durations = [10.0] * 90 + [60.0] * 10
     assert timing.at["asynchronous SGD", "theory"] == pytest.approx(15.0)
     assert timing.at["mini-batch SGD", "theory"] == pytest.approx(expected_max_duration(durations, 5))
@@ -233,7 +245,8 @@ def test_async_vs_minibatch_timing_matches_koloskova(grid):
     assert queued_delay(durations, 5) == pytest.approx(0.6)
     assert abs(mb.simulated - mb.theory) < 3 * mb.se
     assert abs(asy.simulated - (asy.theory + queued_delay(durations, 5))) < 3 * asy.se
-    assert dict(best) == {"asynchronous SGD": 0.02, "mini-batch SGD": 0.1}  # one step each here (test_figures.py: three)
+    assert {c.method["method"]: c.values["step"] for c in choices} == \
+        {"asynchronous SGD": 0.02, "mini-batch SGD": 0.1}  # one step each here (test_figures.py: three)
     applied = t["updates"].groupby("cell").size()
     method = t["runs"].set_index("cell")["algorithm.name"]
     assert applied[method == "asyncsgd"].item() > 1.5 * applied[method == "sfl"].item()

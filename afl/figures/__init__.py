@@ -9,8 +9,12 @@ workflow/rules/figures.smk's kind list and in the config schema's kind enum, and
 workflow/report/<kind>.rst (tests/test_figures.py checks that they agree).
 
 Cells that differ only in their seed form a group: one line, bar colour or panel, named by the
-algorithm, m and every other grid key that varies among the selected cells. Lines and bars are
-the mean over seeds with a 95% bootstrap confidence band (seaborn). A diverged cell is not drawn
+algorithm, m and every other grid key that varies among the selected cells. Lines are the mean
+over seeds; an interval (a 95% bootstrap band on curves, a 95% t-interval stating n on the
+comparison kinds, ``afl.compare``) is drawn only from ``afl.compare.MIN_SEEDS`` seeds on, and the
+legend or note says which. Kinds that compare methods tune each on its own tuning seeds and
+evaluate on the others (``tuning_seeds``), and say when a chosen value sits at its grid's edge.
+A diverged cell is not drawn
 (its last values are meaningless); an X at the top of a panel marks where it diverged and a note
 under the figure names it.
 

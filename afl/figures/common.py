@@ -1,14 +1,16 @@
 """Helpers and constants shared by the figure kinds (and ``draw.main``'s grouping and notes).
 
-Labels and sizes, the groups of cells and their legend, one metric per cell, and, for the
-queueing kinds, one cell's tables, its network (rates and routing), routing names, the accuracy at
-a time budget and the bound's constants recorded by an optimized-routing cell.
+Labels and sizes, the groups of cells (grid values named readably), their colours and legend, one
+metric per cell, and, for the queueing kinds, one cell's tables, its network (rates and routing),
+routing names, the accuracy at a time budget and the bound's constants recorded by an
+optimized-routing cell.
 """
 
 import json
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.lines import Line2D
 
 from afl.queueing import measure
@@ -49,12 +51,43 @@ def groups(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, list[str], s
 
     def label(row) -> str:
         parts = [str(row["algorithm.name"]), f"m={row['algorithm.concurrency']}"]
-        return ", ".join(parts + [f"{SHORT.get(k, k.split('.')[-1])}={row[k]}" for k in varying])
+        return ", ".join(parts + [f"{SHORT.get(k, k.split('.')[-1])}={value_name(k, row[k])}" for k in varying])
 
     labels = ordered.apply(label, axis=1)
     labels.index = ordered["cell"]
     title = ", ".join(["rule", "m = clients per round"] + [f"{SHORT.get(k, k.split('.')[-1])} = {k}" for k in varying])
     return labels, list(dict.fromkeys(labels)), title
+
+
+def value_name(key: str, value) -> str:
+    """A grid value as a legend prints it: a routing by ``routing_name``; a mapping or list (JSON
+    text in the tables) without braces, e.g. ``lognormal(sigma=0.7)``; anything else as it is."""
+    if key == "algorithm.routing":
+        return routing_name(value)
+    try:
+        return _plain(json.loads(value)) if isinstance(value, str) else str(value)
+    except ValueError:
+        return value
+
+
+def _plain(v) -> str:
+    if isinstance(v, dict):
+        inner = ", ".join(f"{k}={_plain(x)}" for k, x in v.items() if k != "kind")
+        return f"{v.get('kind', '')}({inner})" if inner else str(v.get("kind", ""))
+    if isinstance(v, list):
+        return "[" + ", ".join(map(_plain, v)) + "]"
+    return str(v)
+
+
+def group_palette(runs: pd.DataFrame, keys: list[str], label_of: pd.Series, order: list[str]) -> dict:
+    """Each group's colour. When the groups differ in one numeric grid key alone (e.g. m), a
+    sequential palette (viridis) in the order of its value; otherwise the colour-blind palette."""
+    varying = [k for k in keys if k != "seed" and runs[k].astype(str).nunique() > 1]
+    numeric = len(varying) == 1 and pd.api.types.is_numeric_dtype(runs[varying[0]]) and runs[varying[0]].notna().all()
+    if not numeric:
+        return dict(zip(order, sns.color_palette("colorblind", len(order))))
+    value_of = dict(zip(runs["cell"].map(label_of), runs[varying[0]]))
+    return dict(zip(sorted(order, key=value_of.get), sns.color_palette("viridis", len(order))))
 
 
 def diverged_note(runs: pd.DataFrame, label_of: pd.Series) -> list[str]:

@@ -3,9 +3,12 @@
 ``server_loss`` is the first seed's server loss, the mean local training loss of a round's m results
 (from ``updates``); ``test_acc`` and ``test_loss`` come from ``evals``. ``round``: m results applied
 (m = algorithm.concurrency, clients per round for sfl/afl); ``time``: virtual time, each run's curve
-interpolated onto a common grid up to the end of the group's shortest run. The first seed's figures
-1 (server loss and test accuracy over rounds), 3 (server loss for 3..8 clients per round) and 4
-(asynchronous vs synchronous over rounds and over virtual wall-clock time).
+interpolated onto a common grid up to the end of the group's shortest run (so each line ends when
+its runs' rounds are done, which the time axis says). Lines are the mean over seeds; a 95% bootstrap
+band only when every group has at least ``afl.compare.MIN_SEEDS`` finished seeds; the legend title
+says which, and n. The first seed's figures 1 (server loss and test accuracy over rounds), 3 (server
+loss for 3..8 clients per round) and 4 (asynchronous vs synchronous over rounds and over virtual
+wall-clock time).
 """
 
 import matplotlib.pyplot as plt
@@ -14,6 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from afl import compare
 from afl.figures.common import CI, PANEL, TIME_POINTS, X_LABEL, Y_LABEL, legend, metric
 
 TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss",
@@ -41,8 +45,23 @@ def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
     return bad.set_index("cell")[[]].join(last).fillna(0.0)
 
 
+def band_rule(runs: pd.DataFrame, label_of: pd.Series) -> tuple:
+    """The lines' ``errorbar`` (a 95% bootstrap band, or none below ``compare.MIN_SEEDS`` seeds in
+    some group) and the words that say so, with the groups' numbers of finished seeds."""
+    done = runs[runs["status"] == "completed"]
+    seeds = done.groupby(done["cell"].map(label_of))["seed"].nunique()
+    low, high = (int(seeds.min()), int(seeds.max())) if len(seeds) else (0, 0)
+    n = f"{low}" if low == high else f"{low}-{high}"
+    if low >= compare.MIN_SEEDS:
+        return CI, f"lines: mean of n = {n} seeds, bands: 95% bootstrap interval"
+    return None, f"lines: mean of {n} seeds (no band below {compare.MIN_SEEDS})"
+
+
 def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Per metric ``y`` (rows) and axis ``x`` (columns): one line per group, the mean over its
+    finished seeds (a band from ``compare.MIN_SEEDS`` seeds on), an X where a run diverged."""
     ys, xs = spec["y"], spec["x"]
+    errorbar, seeds_text = band_rule(runs, label_of)
     fig, axes = plt.subplots(len(ys), len(xs), figsize=(PANEL[0] * len(xs), PANEL[1] * len(ys)), squeeze=False)
     finished = pd.Index(runs.loc[runs["status"] == "completed", "cell"])
     stops = divergence_points(tables, runs)
@@ -55,7 +74,7 @@ def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
             present = [lab for lab in order if lab in set(data["group"])]
             if present:
                 sns.lineplot(data=data, x="x", y="value", hue="group", hue_order=present, palette=palette,
-                             errorbar=CI, ax=ax, legend=False)
+                             errorbar=errorbar, ax=ax, legend=False)
             for cell, stop in stops.iterrows():
                 ax.plot(stop[x], 0.96, marker="X", color=palette[label_of[cell]], markersize=9, ls="none",
                         transform=ax.get_xaxis_transform(), clip_on=False)
@@ -63,8 +82,8 @@ def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if y == "grad_norm_sq":
                 ax.set_yscale("log")
-            ax.set_xlabel(X_LABEL[x])
+            ax.set_xlabel(X_LABEL[x] + ("" if x == "round" else "\neach line ends where its group's shortest run ends"))
             ax.set_ylabel(Y_LABEL[y])
             ax.set_title(f"{TITLE[y]} over {'rounds' if x == 'round' else 'virtual time'}")
-    legend(fig, order, palette, runs, label_of, spec["legend_title"])
+    legend(fig, order, palette, runs, label_of, f"{spec['legend_title']}\n{seeds_text}")
     return fig

@@ -15,7 +15,8 @@ from afl.queueing import measure
 def staleness_table(tables: dict, runs: pd.DataFrame, label_of, warmup: float, batches: int) -> pd.DataFrame:
     """Per client of every completed cell: ``afl.queueing.measure.staleness_per_client`` (simulated
     mean after the warm-up, its batch-means SE, updates) beside ``predicted`` (the clients table's
-    closed-form E[tau_i]), ``z`` and ``relative`` = simulated / predicted - 1; ``group`` names the cell."""
+    closed-form E[tau_i]), ``z`` and ``relative`` = simulated / predicted - 1; ``group`` names the cell
+    (its group's label, values readable by ``common.value_name``, and its number of clients n)."""
     parts = []
     for cell in runs.loc[runs["status"] == "completed", "cell"]:
         updates, _, clients = cell_tables(tables, cell)

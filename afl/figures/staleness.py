@@ -1,5 +1,11 @@
-"""The ``staleness`` kind: histogram of the staleness of applied results, one panel per algorithm (group)."""
+"""The ``staleness`` kind: histogram of the staleness of applied results, one panel per algorithm (group).
 
+Staleness counts server versions, and what one version applies depends on the rule: 1 result
+(asyncsgd, fedasync), a buffer of K (fedbuff) or a round of m (sfl, afl). Each panel's x axis
+says it, from the rule's own ``batch`` fact (``afl.rules``).
+"""
+
+import dataclasses
 import math
 
 import matplotlib.pyplot as plt
@@ -8,10 +14,24 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from afl import rules
+from afl.config import AlgorithmConfig
 from afl.figures.common import PANEL
 
 
+def version_text(run: pd.Series) -> str:
+    """What one server version applies in ``run``: its rule's ``batch`` of the grid's ``algorithm.*``
+    keys that the rule reads (the config's and the rule's defaults for the rest), as an axis says it."""
+    rule = rules.get(run["algorithm.name"])
+    given = {k: run[f"algorithm.{k}"] for k in rule.keys if pd.notna(run.get(f"algorithm.{k}"))}
+    algorithm = AlgorithmConfig(name=rule.name, concurrency=int(run["algorithm.concurrency"]), **given)
+    k = int(rule.batch(dataclasses.replace(algorithm, **rule.defaults(algorithm))))
+    return f"1 version = {k} result{'s' * (k != 1)} ({rule.name})"
+
+
 def staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
+    """Per group: the share of its finished runs' applied results at each staleness (seeds pooled),
+    a dashed line at their mean, one x range for every panel; the x axis says what a version is."""
     cols = min(len(order), 4)
     rows = math.ceil(len(order) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows), squeeze=False, sharex=True,
@@ -39,7 +59,7 @@ def staleness(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pal
         ax.set_xlim(-0.5, top + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelbottom=True)
-        ax.set_xlabel("staleness tau (server updates)")
+        ax.set_xlabel(f"staleness tau (server versions)\n{version_text(runs[runs['cell'] == mine[0]].iloc[0])}")
         ax.set_ylabel("share of applied results")
     for ax in list(axes.flat)[len(order):]:
         ax.set_visible(False)

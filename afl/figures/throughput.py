@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from afl.figures.common import Z95, cell_tables, network_of, routing_name
+from afl.figures.common import Z95, cell_tables, network_of, value_name
 from afl.queueing import measure
 from afl.queueing.network import predict
 
@@ -24,14 +24,15 @@ def rate_groups(mu: np.ndarray) -> dict[str, np.ndarray]:
 
 def throughput_table(tables: dict, runs: pd.DataFrame, hue: str | None, warmup: float,
                      batches: int) -> tuple[pd.DataFrame, dict]:
-    """Per completed cell (routing named by its ``hue`` value, m): the simulated throughput and the
-    mean staleness of each rate group after the warm-up, batch-means SE, beside the closed forms
-    ``lambda(m)`` and ``sum_{i in g} p_i E[tau_i] / sum_{i in g} p_i``. Also ``{routing: (mu, p)}``."""
+    """Per completed cell (routing named by its ``hue`` value, ``common.value_name``, and m): the
+    simulated throughput and the mean staleness of each rate group after the warm-up, batch-means SE,
+    beside the closed forms ``lambda(m)`` and ``sum_{i in g} p_i E[tau_i] / sum_{i in g} p_i``. Also
+    ``{routing: (mu, p)}``."""
     rows, networks = [], {}
     for _, r in runs[runs["status"] == "completed"].iterrows():
         updates, _, clients = cell_tables(tables, r["cell"])
         mu, p = network_of(clients)
-        name = routing_name(r[hue]) if hue else "routing"
+        name = value_name(hue, r[hue]) if hue else "routing"
         networks.setdefault(name, (mu, p))
         m = int(r["algorithm.concurrency"])
         theory = predict(mu, p, m)
