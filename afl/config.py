@@ -211,7 +211,9 @@ class RunConfig:
     grad_norm_samples: int = _key("at each evaluation also record ||grad f||^2 of the training loss on this many "
                                   "fixed random training samples (grad_norm_sq in evals; 0: off)", 0)
     sampling_draws: int = _key("at each evaluation measure the variance of the mean of m clients' updates from the "
-                               "global model over this many uniform draws, with and without replacement "
+                               "global model over this many uniform draws, with and without replacement, and for "
+                               "afl the same updates combined as the rule combined its results in each server "
+                               "update since the previous evaluation (its clients, weights n_k s(tau)) "
                                "(sampling.parquet; 0: off)", 0)
     checkpoint_every: int | None = _key("save the whole state every this many server updates (off if unset)")
     checkpoint_minutes: float = _key("also save every this many wall-clock minutes", 5.0)

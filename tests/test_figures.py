@@ -280,27 +280,34 @@ def check_staleness(tables: dict, spec: dict, keys: list[str], figure: plt.Figur
 
 def check_sampling(tables: dict, spec: dict, keys: list[str], figure: plt.Figure, runs: pd.DataFrame) -> None:
     """Server loss per (m, the run's selection) over rounds; the probe's variance per (m, the probe's
-    mode) over rounds, mean over seeds; variance / sigma^2 against m per mode, mean over evaluations
-    and seeds with 1.96 standard errors, on 1/m and (n-m)/(m(n-1))."""
+    mode; the afl rule's updates per run selection too) over rounds, mean over seeds; variance / sigma^2
+    against m per mode, mean over evaluations and seeds with 1.96 standard errors, on 1/m and
+    (n-m)/(m(n-1)); the afl rule's as diamonds 0.2 left of m (runs with replacement) and right (without)."""
     done = finished(runs)
     left, middle, right = figure.axes[:3]
     loss = server_loss(tables, done).merge(runs[["cell", "algorithm.concurrency", "algorithm.selection"]], on="cell")
     match_lines(left.lines, [(v.index, v.to_numpy()) for v in (g.groupby("round")["value"].mean() for _, g in
                                                               loss.groupby(["algorithm.concurrency", "algorithm.selection"]))])
     probe = tables["sampling"][tables["sampling"]["cell"].isin(done)]
+    selection = probe["cell"].map(runs.set_index("cell")["algorithm.selection"])
+    rule, uniform = probe["mode"] == "afl_rule", probe["mode"].map(MODES)
+    probe = probe.assign(label=uniform.where(~rule, "afl rule's updates, w ~ n_k s(tau), run " + selection.map(MODES)),
+                         short=uniform.where(~rule, "afl rule (run " + selection.map(MODES) + ")"),
+                         shift=np.where(rule, np.where(selection == "with_replacement", -0.2, 0.2), 0.0))
     match_lines(middle.lines, [(v.index, v.to_numpy()) for v in
-                               (g.groupby("round")["variance"].mean() for _, g in probe.groupby(["m", "mode"]))])
+                               (g.groupby("round")["variance"].mean() for _, g in probe.groupby(["m", "label"]))])
     n = int(probe["n"].iloc[0])
     grid = np.arange(1, n + 1)
     check_line(right.lines[0], grid, 1 / grid)
     check_line(right.lines[1], grid, (n - grid) / (grid * (n - 1)))
     measured = {c.get_label(): c for c in right.containers}
-    assert len(measured) == 2
-    for mode, rows in probe.groupby("mode"):
+    assert len(measured) == probe["label"].nunique() == 4  # two uniform modes, the rule's in two selections
+    for (short, shift), rows in probe.groupby(["short", "shift"]):
         ratio = (rows["variance"] / rows["sigma2"]).groupby(rows["m"])
         mean, half = ratio.mean(), 1.96 * ratio.std() / np.sqrt(ratio.count())
-        points = measured[f"measured, {MODES[mode]}"]
-        check_line(points.lines[0], mean.index, mean.to_numpy())
+        points = measured[f"measured, {short}"]
+        check_line(points.lines[0], mean.index + shift, mean.to_numpy())
+        assert points.lines[0].get_marker() == ("o" if shift == 0 else "D")
         segments = points.lines[2][0].get_segments()
         assert [s[1][1] - s[0][1] for s in segments] == pytest.approx(list(2 * half.fillna(0)))
 
@@ -386,7 +393,8 @@ def first_seed_tables() -> dict:
 def sampling_tables() -> dict:
     """Eight cells of the sampling analysis: selection with/without replacement x m in {2, 3} x
     seeds 0 and 1, 8 rounds; at each of 5 evaluations (rounds 0, 2, 5, 7, 8: the last quarter holds
-    three) the probe's variance for both modes and both m (4 clients), and a run's test accuracy."""
+    three) the probe's variance for both modes and both m (4 clients), from round 2 on its afl_rule
+    row (the run's m, a weighted sigma^2 of its own), and a run's test accuracy."""
     rng = np.random.default_rng(11)
     runs, updates, evals, sampling = [], [], [], []
     for selection in MODES:
@@ -410,6 +418,10 @@ def sampling_tables() -> dict:
                         for k in (2, 3):
                             sampling.append({"cell": cell, "round": r, "m": k, "mode": mode, "n": 4, "draws": 100,
                                              "sigma2": sigma2, "variance": sigma2 / k * rng.uniform(0.7, 1.3)})
+                    if r:
+                        weighted = rng.uniform(1, 3)
+                        sampling.append({"cell": cell, "round": r, "m": m, "mode": "afl_rule", "n": 4, "draws": m,
+                                         "sigma2": weighted, "variance": weighted / m * rng.uniform(0.5, 3)})
     return {"runs": pd.DataFrame(runs), "updates": pd.DataFrame(updates), "evals": pd.DataFrame(evals),
             "clients": pd.DataFrame({"cell": pd.Series(dtype=str)}), "sampling": pd.DataFrame(sampling)}
 

@@ -175,11 +175,14 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert (sfl["staleness"] == 0).all()
 
     figures = tmp_path / "results" / "figures"
-    # The sampling probe: both modes at every evaluation of every cell, with its round.
+    # The sampling probe: both uniform modes at every evaluation of every cell, the afl rule's own
+    # updates (afl_rule) at every one after the first, with its round.
     sampling = pd.read_parquet(tmp_path / "results" / "sampling" / "tables" / "sampling.parquet")
     evals = pd.read_parquet(tmp_path / "results" / "sampling" / "tables" / "evals.parquet")
-    assert (sampling.groupby("cell").size() == 2 * evals.groupby("cell").size()).all()
-    assert set(sampling["m"]) == {2, 3} and (sampling["draws"] == 200).all() and sampling["round"].notna().all()
+    uniform, rule = sampling[sampling["mode"] != "afl_rule"], sampling[sampling["mode"] == "afl_rule"]
+    assert (uniform.groupby("cell").size() == 2 * evals.groupby("cell").size()).all()
+    assert (rule.groupby("cell").size() == evals.groupby("cell").size() - 1).all()
+    assert set(sampling["m"]) == {2, 3} and (uniform["draws"] == 200).all() and sampling["round"].notna().all()
     assert (evals["grad_norm_sq"] > 0).all()
     assert len(pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "sampling.parquet")) == 0  # probe off
     for name in ("curves", "participation", "staleness", "sampling", "gradient", "ablation", "target"):

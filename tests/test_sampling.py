@@ -112,7 +112,13 @@ def test_probes_measure_without_changing_the_run(tmp_path):
     assert evals["grad_norm_sq"].isna().all() and (p_evals["grad_norm_sq"] > 0).all()
     assert len(pd.read_parquet(tmp_path / "plain" / "sampling.parquet")) == 0
 
-    sampling = pd.read_parquet(tmp_path / "probed" / "sampling.parquet")
+    everything = pd.read_parquet(tmp_path / "probed" / "sampling.parquet")
+    # The afl rule's own aggregate at every evaluation but the first (no update precedes it), one
+    # draw per update since the previous evaluation (tests/test_sampling_rule.py).
+    rule = everything[everything["mode"] == "afl_rule"]
+    assert rule["version"].tolist() == p_evals["version"].tolist()[1:] and (rule["draws"] == 2).all()
+    assert (rule["sigma2"] > 0).all() and (rule["variance"] > 0).all()
+    sampling = everything[everything["mode"] != "afl_rule"]
     assert len(sampling) == 2 * len(p_evals)
     assert set(sampling["mode"]) == {"with_replacement", "without_replacement"}
     assert (sampling[["m", "n", "draws"]] == [3, 6, 4000]).all().all()
@@ -133,5 +139,6 @@ def test_probes_resume_like_the_rest(tmp_path, monkeypatch):
     train_killed_after(load_config(raw), tmp_path / "cut", 2, monkeypatch)
     assert checkpoint.load(tmp_path / "cut") is not None
     train(load_config(raw), tmp_path / "cut", progress=False)
-    assert len(pd.read_parquet(tmp_path / "cut" / "sampling.parquet")) > 0
+    assert {"with_replacement", "without_replacement", "afl_rule"} == set(
+        pd.read_parquet(tmp_path / "cut" / "sampling.parquet")["mode"])
     assert_same_tables(tmp_path / "whole", tmp_path / "cut")

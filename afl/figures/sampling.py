@@ -3,7 +3,10 @@
 Server loss over rounds per group (selection mode and m); the variance of the mean of m clients'
 updates over rounds, measured at each evaluation; and that variance over sigma^2 against m, mean
 over evaluations and seeds with a 95% t-interval, on the formulas 1/m (with replacement) and
-(n-m)/(m(n-1)) (without).
+(n-m)/(m(n-1)) (without). Beside the two uniform modes, the probe's ``afl_rule`` mode (``afl.run.probes``):
+the aggregate the afl rule really applied in the updates before each evaluation (its clients, weights
+n_k s(tau)), around the data-weighted mean, over the weighted sigma_w^2 (diamonds on the right, beside m:
+0.2 to the left for runs with replacement, to the right without).
 """
 
 import matplotlib.pyplot as plt
@@ -15,11 +18,24 @@ from matplotlib.ticker import MaxNLocator
 from afl.figures.common import CI, PANEL, X_LABEL, Y_LABEL, metric
 
 MODE_LABEL = {"with_replacement": "with replacement", "without_replacement": "without replacement"}
+RULE = "afl rule"  # the probe's afl_rule mode (afl.run.probes.RULE_MODE), per run selection
+
+
+def probe_label(mode: str, selection: str | None) -> tuple[str, str]:
+    """The legend names of a probe row, long (the middle panel's) and short (the right panel's): its
+    uniform mode, or the afl rule's applied updates in a run of that selection."""
+    if mode != "afl_rule":
+        return MODE_LABEL[mode], MODE_LABEL[mode]
+    if not isinstance(selection, str):  # no algorithm.selection in the grid's table
+        return f"{RULE}'s updates, w ~ n_k s(tau)", RULE
+    run = f"run {MODE_LABEL.get(selection, selection)}"
+    return f"{RULE}'s updates, w ~ n_k s(tau), {run}", f"{RULE} ({run})"
 
 
 def sampling(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     """Server loss (hue m, line style the run's selection mode), the probe's variance over rounds
-    (hue m, style the probe's mode) and the variance over sigma^2 against m on the formulas."""
+    (hue m, style the probe's mode, the afl rule's updates included) and the variance over sigma^2
+    against m on the formulas (the afl rule's over its weighted sigma_w^2)."""
     finished = runs.loc[runs["status"] == "completed"]
     fig, axes = plt.subplots(1, 3, figsize=(PANEL[0] * 3, PANEL[1]))
     ms = sorted(set(finished["algorithm.concurrency"]) | set(tables["sampling"]["m"]))
@@ -39,31 +55,38 @@ def sampling(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pale
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
 
     probe = tables["sampling"][tables["sampling"]["cell"].isin(finished["cell"])]
-    probe = probe.assign(sampling=probe["mode"].map(MODE_LABEL), ratio=probe["variance"] / probe["sigma2"])
+    run_selection = probe["cell"].map(mode_of) if mode_of is not None else pd.Series(None, index=probe.index)
+    names = [probe_label(mode, sel) for mode, sel in zip(probe["mode"], run_selection)]
+    short = dict(names)
+    probe = probe.assign(sampling=[long for long, _ in names], ratio=probe["variance"] / probe["sigma2"])
+    probe_styles = styles + sorted(set(probe["sampling"]) - set(styles))  # the uniform modes, then the rule's
     n = int(probe["n"].iloc[0]) if len(probe) else None
     if len(probe):
         sns.lineplot(data=probe, x="round", y="variance", hue="m", hue_order=ms, style="sampling",
-                     style_order=styles, palette=shades, errorbar=CI, ax=axes[1])
+                     style_order=probe_styles, palette=shades, errorbar=CI, ax=axes[1])
         handles, labels = axes[1].get_legend_handles_labels()
         axes[1].get_legend().remove()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         axes[1].set_yscale("log")
         grid = np.arange(1, n + 1)
-        colours = dict(zip(styles, sns.color_palette("colorblind", 2)))
+        colours = dict(zip(probe_styles, sns.color_palette("colorblind", len(probe_styles))))
         axes[2].plot(grid, 1 / grid, color=colours[styles[0]], lw=1.5, label="sigma^2 / m")
         axes[2].plot(grid, (n - grid) / (grid * (n - 1)), color=colours[styles[1]], lw=1.5, ls="--",
                      label="sigma^2 / m * (n-m) / (n-1)")
+        # The afl rule's points beside the uniform modes' (at m), 0.2 to the left, then right, ...
+        shift = {label: 0.2 * (1 + i // 2) * (-1) ** (i + 1) for i, label in enumerate(probe_styles[len(styles):])}
         for mode, rows in probe.groupby("sampling"):
             stats = rows.groupby("m")["ratio"].agg(["mean", "std", "count"])
             half = stats["std"] / np.sqrt(stats["count"]) * 1.96
-            axes[2].errorbar(stats.index, stats["mean"], yerr=half.fillna(0), fmt="o", capsize=3,
-                             color=colours[mode], label=f"measured, {mode}")
+            axes[2].errorbar(stats.index + shift.get(mode, 0.0), stats["mean"], yerr=half.fillna(0), capsize=3,
+                             fmt="D" if mode in shift else "o", color=colours[mode],
+                             label=f"measured, {short[mode]}")
         axes[2].set_xticks(grid)
         axes[2].legend(frameon=False, fontsize=8)
     axes[1].set_xlabel(X_LABEL["round"])
     axes[1].set_ylabel("E||mean of m updates - mean||^2")
     axes[1].set_title("variance of the mean of m clients' updates")
     axes[2].set_xlabel(f"m = clients sampled (of n = {n})")
-    axes[2].set_ylabel("variance / sigma^2")
+    axes[2].set_ylabel("variance / sigma^2 (or sigma_w^2)")
     axes[2].set_title("measured vs the seed's formulas")
     return fig

@@ -9,9 +9,10 @@ Every file is written to a temporary name, fsynced and renamed into place, so a 
 never sees a partial file.
 """
 
+import bisect
+
 import numpy as np
 import pandas as pd
-
 
 
 UPDATE_COLUMNS = ("version", "time", "client", "base_version", "staleness", "weight", "train_loss",
@@ -52,6 +53,14 @@ class Recorder:
         for row in rows:
             for c in SAMPLING_COLUMNS:
                 self.sampling[c].append(row[c])
+
+    def applied_since(self, version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(versions, clients, weights)`` of the results applied in the updates after ``version``
+        (the sampling probe's ``afl_rule`` mode, ``afl.run.probes``)."""
+        u = self.updates
+        start = bisect.bisect_right(u["version"], version)
+        return (np.array(u["version"][start:], dtype=np.int64), np.array(u["client"][start:], dtype=np.int64),
+                np.array(u["weight"][start:], dtype=float))
 
     def server_loss(self, m: int) -> float:
         """The first seed's "server loss": mean local training loss of the last ``m`` applied results."""

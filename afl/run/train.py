@@ -133,9 +133,12 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
         if run.model is None:
             return None
         loss, acc = evaluate(run.model, x, run.federation.test_x, run.federation.test_y, cfg.run.eval_batch)
+        # The updates since the previous evaluation: the sampling probe's afl_rule draws.
+        applied = rec.applied_since(rec.evals["version"][-1] if rec.evals["version"] else version) \
+            if probes.draws else None
         rec.eval(version, now, time.perf_counter() - wall0, loss, acc,
                  rec.server_loss(cfg.algorithm.concurrency), probes.grad_norm_sq(x))
-        rec.sample(probes.sampling(x, version, now))
+        rec.sample(probes.sampling(x, version, now, applied))
         postfix.update(vtime=f"{now:.4g}", acc=f"{acc:.4f}")
         bar.set_postfix(postfix, refresh=False)
         return loss
