@@ -70,6 +70,8 @@ class DataConfig:
     test_subset: int | None = _key("evaluate on this many random test samples")
     synthetic_alpha: float = _key("Synthetic(alpha, beta): model heterogeneity", 1.0)
     synthetic_beta: float = _key("Synthetic(alpha, beta): data heterogeneity", 1.0)
+    synthetic_seed: int | None = _key("Synthetic: the seed that generates the data (default: the run's seed); "
+                                      "fix it to compare seeds on one dataset")
     verify: bool = _key("check dataset files against the publisher's checksums", True)
     augment: bool | None = _key("random crop (padding 4) and horizontal flip of each training sample "
                                 "(default: on for cifar10, off otherwise; images only)")
@@ -451,6 +453,10 @@ def validate(cfg: Config) -> Config:
     _at_least("data.test_subset", d.test_subset, 1, 1000)
     _positive("data.synthetic_alpha", d.synthetic_alpha, 1.0)
     _positive("data.synthetic_beta", d.synthetic_beta, 1.0)
+    _at_least("data.synthetic_seed", d.synthetic_seed, 0, 0)
+    if d.synthetic_seed is not None and d.name != "synthetic":
+        _fail("data.synthetic_seed", f"only synthetic data is generated, not {d.name}",
+              "remove data.synthetic_seed or set data.name: synthetic")
     if d.partition == "natural" and d.train_subset is not None:
         _fail("data.train_subset", "the natural partition of synthetic data cannot be subsampled",
               "remove data.train_subset, or set data.partition to iid, dirichlet or shards")
@@ -635,6 +641,11 @@ def routing_probabilities(routing, n: int) -> list[float]:
     if abs(sum(routing) - 1) > 1e-6:
         _fail(source, f"sums to {sum(routing):g}, not 1", "normalise the probabilities")
     return [float(v) for v in routing]
+
+
+def data_seed(cfg: Config) -> int:
+    """The seed that generates synthetic data: ``data.synthetic_seed``, else the run's seed."""
+    return cfg.seed if cfg.data.synthetic_seed is None else cfg.data.synthetic_seed
 
 
 def routing_vector(routing, rates) -> np.ndarray:

@@ -63,6 +63,22 @@ def test_synthetic_with_a_label_partition_can_be_subsampled():
     assert_cover_once(fed)
 
 
+def test_synthetic_seed_fixes_the_data_and_leaves_the_rest_to_the_run_seed():
+    """data.synthetic_seed generates the data (seed 4's for every run seed), the run's seed still
+    draws the rest (the rates); unset, the run's seed generates the data."""
+    fixed = {"name": "synthetic", "num_clients": 5, "synthetic_seed": 4}
+    (cfg0, a), (cfg1, b) = (build({"seed": s, "data": fixed, "timing": LOGNORMAL}) for s in (0, 1))
+    ds = generate_synthetic(5, 1.0, 1.0, seed=4)
+    for fed in (a, b):
+        assert torch.equal(fed.train_x, ds.train_x) and torch.equal(fed.train_y, ds.train_y)
+    assert len(generate_synthetic(5, 1.0, 1.0, seed=0).train_y) != len(ds.train_y)  # seed 0's own differ
+    assert not np.array_equal(a.rates, b.rates)
+    _, own = build({"seed": 1, "data": {"name": "synthetic", "num_clients": 5}})
+    assert torch.equal(own.train_y, generate_synthetic(5, 1.0, 1.0, seed=1).train_y)
+    with pytest.raises(ConfigError, match="data.synthetic_seed: only synthetic data is generated, not mnist"):
+        load_config({"data": {"name": "mnist", "synthetic_seed": 0}})
+
+
 def test_natural_partition_cannot_be_subsampled():
     with pytest.raises(ConfigError, match="data.train_subset: the natural partition"):
         build({"data": {"name": "synthetic", "num_clients": 4, "train_subset": 200}})

@@ -169,7 +169,8 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
         named = {"x_key": spec.get("x_key"), "tune": spec.get("tune"), "panel": spec.get("panel"),
                  **{f"bars[{i}]": k for i, k in enumerate(spec.get("bars") or [])},
                  **{f"hue[{i}]": k for i, k in enumerate(spec.get("hue") or [])},
-                 **{f"steps.{rule}": k for rule, k in (spec.get("steps") or {}).items()}}
+                 **{f"steps.{rule}": k for rule, k in (spec.get("steps") or {}).items()},
+                 **{f"{field}.{k}": k for field in ("control", "baseline") for k in (spec.get(field) or {})}}
         for field, key in named.items():
             if key is not None and key not in columns:
                 raise ConfigError(f"{where}.{field}: {key} is not a column of experiment {exp} (a key no cell "

@@ -32,7 +32,7 @@ import numpy as np
 from afl import rules
 from afl.cluster.array import DEFAULT_MAX_ARRAY_SIZE, array_tasks
 from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings
-from afl.config import Config, RoutingConfig, load_config, read_yaml
+from afl.config import Config, RoutingConfig, data_seed, load_config, read_yaml
 from afl.run import checkpoint
 
 # Training and test set sizes, input shape and classes of the datasets read from files.
@@ -61,7 +61,7 @@ def _synthetic(num_clients: int, alpha: float, beta: float, seed: int) -> tuple[
 def _data(cfg: Config) -> tuple[int, int, tuple[int, ...], int]:
     d = cfg.data
     if d.name == "synthetic":
-        train, test, shape, classes = _synthetic(d.num_clients, d.synthetic_alpha, d.synthetic_beta, cfg.seed)
+        train, test, shape, classes = _synthetic(d.num_clients, d.synthetic_alpha, d.synthetic_beta, data_seed(cfg))
     else:
         train, test, shape, classes = DATASETS[d.name]
     return (min(train, d.train_subset or train), min(test, d.test_subset or test), shape, classes)

@@ -15,6 +15,7 @@ for kind in (
     "routing_gain",
     "concurrency_budget",
     "minibatch",
+    "heterogeneity",
 ):
 
     rule:
