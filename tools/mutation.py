@@ -176,6 +176,18 @@ MUTANTS: list[Mutant] = [
       '                                                      / p[members].sum())',
       "float(theory.relative_delay[members].mean())",
       (f"{QFIG}::test_throughput_and_staleness_against_m_match_the_closed_forms",)),
+    # ------------------------------------------------------------------ issue 20's measurements
+    M("sampling probe afl_rule: a client applied twice keeps one weight, not their sum", "afl/run/probes.py",
+      "np.add.at(out, (update, np.asarray(clients, dtype=np.int64)), np.asarray(weights, dtype=float))",
+      "out[update, np.asarray(clients, dtype=np.int64)] = np.asarray(weights, dtype=float)",
+      ("tests/test_sampling_rule.py::test_round_weights_are_the_rows_of_each_update",)),
+    M("sampling probe afl_rule: centred on the plain mean, not the data-weighted mean", "afl/run/probes.py",
+      "b = np.asarray(sizes, dtype=float) / np.sum(sizes)", "b = np.ones(len(sizes)) / len(sizes)",
+      ("tests/test_sampling_rule.py::test_weighted_aggregates_of_three_scalars_by_hand",)),
+    M("figure heterogeneity: effect as control minus heterogeneous floor", f"{FIGURES}/heterogeneity.py",
+      'pairs["effect"] = pairs["floor_het"] - pairs["floor_control"]',
+      'pairs["effect"] = pairs["floor_control"] - pairs["floor_het"]',
+      ("tests/test_heterogeneity_figure.py",)),
 ]
 
 
