@@ -218,7 +218,7 @@ def heterogeneity(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order,
     metric, last = spec.get("metric", "grad_norm_sq"), int(spec.get("last", 50))
     shown = settings.sort_values(["worker_mean", "tau_max"])
     colours = dict(zip(shown.index, sns.color_palette("colorblind", len(shown))))
-    fig, axes = plt.subplots(1, 2, figsize=(PANEL[0] * 2.2, PANEL[1] * 1.3))
+    fig, axes = plt.subplots(1, 2, figsize=(PANEL[0] * 2.6, PANEL[1] * 1.5))
     for setting, s in shown.iterrows():
         c = colours[setting]
         yerr = None if np.isnan(s["effect_low"]) else \
@@ -226,8 +226,6 @@ def heterogeneity(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order,
         axes[0].errorbar([s["worker_mean"]], [s["effect"]], yerr=yerr, capsize=3, marker="o", ls="none", color=c,
                          xerr=[[s["worker_mean"] - s["worker_min"]], [s["worker_max"] - s["worker_mean"]]],
                          label=f"{s['label']} (tau_max {s['tau_max']:.0f})")
-        axes[0].annotate(f"tau_max {s['tau_max']:.0f}", (s["worker_mean"], s["effect"]), xytext=(4, 4),
-                         textcoords="offset points", fontsize=7, color=c)
         if not np.isnan(s["admissible_low"]):
             axes[1].vlines(s["tau_max"], s["admissible_low"], s["admissible_high"], color="0.75", lw=6, zorder=1)
         if not np.isnan(s["ratio"]):
@@ -252,10 +250,9 @@ def heterogeneity(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order,
     axes[1].set_xlabel("tau_max (largest staleness of the runs)")
     axes[1].set_ylabel("effect / baseline's effect (same seed)")
     axes[1].set_title("relative to the baseline, against tau_max\n(grey: admissible by the per-client average delays)")
-    fig.legend(*axes[0].get_legend_handles_labels(), title="delay setting", loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
-    if lines:
-        fig.text(1.0, 0.2, "\n".join(lines[-1:]), ha="left", va="top", fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               frameon=False, fontsize=8,
+               title="delay setting (colour in both panels)" + (f"; {lines[-1]}" if lines else ""))
     cols = ["label", "tau_avg", "worker_mean", "worker_min", "worker_max", "tau_max", "floor_het", "floor_control",
             "effect", "effect_low", "effect_high", "n", "ratio", "ratio_low", "ratio_high", "n_ratio",
             "admissible_low", "admissible_high", "outside"]
