@@ -514,11 +514,13 @@ def test_curves_draw_a_band_only_from_five_seeds(tmp_path, seeds):
 
 
 def test_every_figure_names_its_number_of_seeds(tmp_path):
-    """The title ends with the number of distinct seeds of the drawn cells, unless it names seeds."""
+    """The title ends with the number of distinct seeds of the drawn cells (evaluation and tuning
+    seeds apart when the figure has tuning_seeds), unless it names seeds."""
     inputs = write_tables(tmp_path, first_seed_tables())
     spec = {"kind": "participation", "experiment": "e", "title": "Participation"}
     for extra, title in [({}, "Participation (2 seeds)"), ({"select": {"seed": 1}}, "Participation (1 seed)"),
-                         ({"title": "Participation over seeds 0, 1"}, "Participation over seeds 0, 1")]:
+                         ({"title": "Participation over seeds 0, 1"}, "Participation over seeds 0, 1"),
+                         ({"tuning_seeds": [1]}, "Participation (1 evaluation seed, 1 tuning)")]:
         figure, _ = draw("p", {**spec, **extra}, FIRST_KEYS, inputs)
         assert figure.get_suptitle() == title
         plt.close(figure)

@@ -15,11 +15,16 @@ from afl import figures
 from afl.figures.common import diverged_note, group_palette, groups, select
 
 
-def with_seeds(title: str, runs: pd.DataFrame) -> str:
-    """``title`` followed by `` (N seeds)``, N the distinct seeds of the drawn cells, unless it names seeds."""
+def with_seeds(title: str, runs: pd.DataFrame, tuning_seeds=()) -> str:
+    """``title`` followed by `` (N seeds)``, N the distinct seeds of the drawn cells, or, with
+    ``tuning_seeds``, `` (N evaluation seeds, K tuning)``; unchanged if it names seeds."""
     if "seed" in title.lower():
         return title
-    n = runs["seed"].nunique()
+    seeds = set(runs["seed"])
+    tuning = seeds & set(tuning_seeds or ())
+    n = len(seeds - tuning)
+    if tuning:
+        return f"{title} ({n} evaluation seed{'s' * (n != 1)}, {len(tuning)} tuning)"
     return f"{title} ({n} seed{'s' * (n != 1)})"
 
 
@@ -31,7 +36,7 @@ def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None
     palette = group_palette(runs, keys, label_of, order)
     spec = {**spec, "legend_title": legend_title}
     fig = figures.KINDS[spec["kind"]](spec, tables, runs, label_of, order, palette)
-    fig.suptitle(with_seeds(spec.get("title") or name, runs), y=1.02)
+    fig.suptitle(with_seeds(spec.get("title") or name, runs, spec.get("tuning_seeds")), y=1.02)
     notes = diverged_note(runs, label_of)
     if notes:
         fig.text(0.01, 0.0, "\n".join(notes), ha="left", va="top", fontsize=8)
