@@ -37,7 +37,7 @@ OPTIMIZERS = ("sgd", "adam")
 SELECTIONS = ("without_replacement", "with_replacement", "routing")
 WEIGHTINGS = ("data_size", "uniform")
 DISTRIBUTIONS = ("exponential", "uniform", "constant", "lognormal")
-RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace")
+RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace", "power")
 MODULATIONS = ("none", "markov", "trace")
 WORK_UNITS = ("task", "step")
 WORKLOADS = ("train", "none")
@@ -49,8 +49,10 @@ DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
 DEFAULT_ROUNDS = 20
 
 
-def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None):
-    meta = {"help": help, "choices": choices}
+def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None, added: bool = False):
+    """A config key. ``added``: added after runs were published; left out of ``config_hash`` while at
+    its default, so that adding it does not make every finished run another config to run again."""
+    meta = {"help": help, "choices": choices, "added": added}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -131,9 +133,10 @@ class AlgorithmConfig:
     concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
     staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
                                       factory=StalenessConfig)
-    buffer_size: int | None = _key(f"fedbuff buffer K (default min(m, {DEFAULT_BUFFER}))")
+    buffer_size: int | None = _key(f"results per server step: fedbuff's buffer K, rennala's batch S (default "
+                                   f"min(m, {DEFAULT_BUFFER})), msync's first m of a round (default: all)")
     mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
-    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta)", 1.0)
+    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/msync gamma)", 1.0)
     step_rule: str = _key("asyncsgd step size rule", "constant", lr_rules.STEP_RULES)
     tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
     drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
@@ -145,6 +148,10 @@ class AlgorithmConfig:
         "{optimize: update|time, pilot: N, pilot_seed: S}")
     weighting: str = _key("aggregation weights n_k (data_size) or 1 (uniform)", "data_size",
                           WEIGHTINGS)
+    max_delay: int | None = _key("ringmaster: the delay threshold R: a gradient of delay >= R is ignored "
+                                 "(default: m)", added=True)
+    stop_stale: bool = _key("ringmaster: stop a computation as soon as its delay reaches R instead of ignoring "
+                            "its gradient on arrival", False, added=True)
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,8 @@ class RatesConfig:
     low: float = _key("smallest rate (kind: uniform)", 0.5)
     high: float = _key("largest rate (kind: uniform)", 1.5)
     path: str | None = _key("CSV with columns client,rate (kind: trace)")
+    exponent: float = _key("mu_i = i^-exponent for clients i = 1..n, compute times tau_i = i^exponent (kind: power)",
+                           0.5, added=True)
 
 
 @dataclass(frozen=True)
@@ -673,9 +682,25 @@ def to_dict(cfg: Config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _without_added_defaults(obj, data: dict) -> dict:
+    """``data`` (``to_dict`` of ``obj``) less the keys marked ``added`` that are at their default."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata["added"] and value == _default(f):
+            del data[f.name]
+        elif dataclasses.is_dataclass(value):
+            _without_added_defaults(value, data[f.name])
+    return data
+
+
 def config_hash(cfg: Config) -> str:
-    """A short stable hash of the resolved config: same config, same hash."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """A short stable hash of the resolved config: same config, same hash. Keys added later count
+    only once set to something else than their default (``_key``'s ``added``)."""
+    text = json.dumps(_without_added_defaults(cfg, to_dict(cfg)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -690,7 +715,7 @@ def reference() -> list[tuple[str, str, str]]:
             if dataclasses.is_dataclass(tp):
                 walk(tp, key + ".")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = _default(f)
             help_ = f.metadata["help"]
             if f.metadata["choices"]:
                 help_ += f" ({' | '.join(f.metadata['choices'])})"

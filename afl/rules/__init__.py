@@ -1,7 +1,7 @@
 """Server rules: each turns a batch of arrivals into the next global model.
 
 One module per rule family (``fedavg``: ``sfl`` and ``afl``; ``fedasync``; ``fedbuff``;
-``asyncsgd``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
+``asyncsgd``; ``rennala``; ``ringmaster``; ``msync``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
 asks for (how many arrivals form an update, synchronous or not, model or gradient, its
 defaults and checks). ``staleness`` holds the staleness functions ``s(tau)`` and ``lr`` the
 step-size rules the rules use. The simulator buffers arrivals until a rule's batch is full,
@@ -14,14 +14,17 @@ from afl.rules.asyncsgd import ASYNCSGD
 from afl.rules.fedasync import FEDASYNC
 from afl.rules.fedavg import AFL, SFL
 from afl.rules.fedbuff import FEDBUFF
+from afl.rules.msync import MSYNC
+from afl.rules.rennala import RENNALA
+from afl.rules.ringmaster import RINGMASTER
 from afl.rules.spec import Arrival, Rule
 
 __all__ = ["RULES", "Arrival", "Rule", "get", "make", "validate"]
 
-RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD)}
+RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, MSYNC)}
 
-# Keys without a default value (what they name): setting one for a rule that does not read it is a mistake.
-_UNSET_UNLESS_READ = {"buffer_size": "a buffer"}
+# Keys unset by default (what they name): setting one for a rule that does not read it is a mistake.
+_UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a largest delay R", "stop_stale": "stopped computations"}
 
 
 def get(name: str) -> Rule:
@@ -43,7 +46,7 @@ def validate(algorithm) -> None:
     """The checks of the rule named in ``algorithm``, and keys set that it does not read."""
     rule = RULES[algorithm.name]
     for key, noun in _UNSET_UNLESS_READ.items():
-        if getattr(algorithm, key) is not None and key not in rule.keys:
+        if getattr(algorithm, key) not in (None, False) and key not in rule.keys:
             owners = [r.name for r in RULES.values() if key in r.keys]
             config_fail(f"algorithm.{key}", f"only {'/'.join(owners)} has {noun}, not {rule.name}",
                         f"remove algorithm.{key}")
@@ -51,4 +54,7 @@ def validate(algorithm) -> None:
         owners = [r.name for r in RULES.values() if "step_rule" in r.keys]
         config_fail("algorithm.step_rule", f"the delay-adaptive step applies to {'/'.join(owners)}, not {rule.name}",
                     f"remove algorithm.step_rule or use algorithm.name: {owners[0]}")
+    if rule.cancel_after(algorithm) is not None and algorithm.selection != "without_replacement":
+        config_fail("algorithm.selection", f"{rule.name} stops tasks in flight, which needs one task per client, "
+                    f"not selection {algorithm.selection}", "set algorithm.selection: without_replacement")
     rule.check(algorithm)

@@ -37,6 +37,10 @@ def _no_check(algorithm) -> None:
     return None
 
 
+def _never(algorithm) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Rule:
     """A server rule's facts. ``algorithm`` below is the config's ``algorithm`` section.
@@ -52,7 +56,12 @@ class Rule:
     - ``keys``: the ``algorithm`` keys it reads (a key with no default that another rule owns is
       refused here);
     - ``defaults(algorithm)``: its own defaults that depend on other keys; ``check(algorithm)``:
-      its own validation (``afl.errors.config_fail``).
+      its own validation (``afl.errors.config_fail``);
+    - what it refuses (``afl.sim.simulator.Simulation``; None: nothing): ``discard_after(algorithm)``,
+      the largest staleness of a result it applies (a staler one is discarded on arrival);
+      ``cancel_after(algorithm)``, the largest staleness a task in flight may reach (it is stopped
+      when an update would make it staler, which needs one task per client). A stopped or
+      discarded task's client gets a new one on the current model.
     """
 
     name: str
@@ -66,3 +75,5 @@ class Rule:
     keys: tuple[str, ...] = field(default=())
     defaults: Callable[[Any], dict] = _no_defaults
     check: Callable[[Any], None] = _no_check
+    discard_after: Callable[[Any], int | None] = _never
+    cancel_after: Callable[[Any], int | None] = _never

@@ -119,5 +119,6 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
         routing=fed.routing, rates=fed.rates, steps=steps, timing=cfg.timing, seed=cfg.seed, budget=budget(cfg),
         eval_every=run.eval_every, on_eval=on_eval, on_checkpoint=on_checkpoint,
         checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested,
-        speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed))
+        speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed), discard_after=rule.discard_after(a),
+        cancel_after=rule.cancel_after(a))
     return Run(cfg, device, fed, model, workload, rule, steps, total, simulation)

@@ -27,6 +27,11 @@ class LazyExecutor:
         """Put back a result computed before a checkpoint (its ``vars``)."""
         self.done[task.id] = self.result_type(**result)
 
+    def discard(self, task: Task) -> None:
+        """Forget a task whose result will never be asked for (computed or not)."""
+        self.pending.pop(task.id, None)
+        self.done.pop(task.id, None)
+
     def result(self, task: Task):
         if task.id in self.pending:
             tasks = list(self.pending.values())

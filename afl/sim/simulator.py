@@ -40,15 +40,29 @@ from afl.sim.tasks import Task
 
 @dataclass
 class ClientStats:
-    """Per-client counters: lists while a simulation runs (cheap scalar updates), arrays in its Outcome."""
+    """Per-client counters: lists while a simulation runs (cheap scalar updates), arrays in its Outcome.
+
+    ``tasks``: results applied; ``discarded``: results returned but refused by the rule (too
+    stale); ``cancelled``: tasks stopped in flight (too stale, or over the time limit);
+    ``busy_time``: time spent computing, ``wasted_time`` the part of it whose result was never
+    applied (a discarded task's whole duration, a cancelled one's time until it stopped).
+    """
 
     tasks: list | np.ndarray
     staleness_sum: list | np.ndarray
     busy_time: list | np.ndarray
+    discarded: list | np.ndarray
+    cancelled: list | np.ndarray
+    wasted_time: list | np.ndarray
+
+    @classmethod
+    def zeros(cls, n: int) -> ClientStats:
+        return cls([0] * n, [0.0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n)
 
     def arrays(self) -> ClientStats:
         return ClientStats(np.array(self.tasks, np.int64), np.array(self.staleness_sum, float),
-                           np.array(self.busy_time, float))
+                           np.array(self.busy_time, float), np.array(self.discarded, np.int64),
+                           np.array(self.cancelled, np.int64), np.array(self.wasted_time, float))
 
 
 @dataclass
@@ -80,6 +94,13 @@ class Simulation:
     the config's timing section. ``on_eval(x, version, now)`` returns the test loss or None.
     ``on_checkpoint(state)`` is called every ``checkpoint_every`` updates and every
     ``checkpoint_seconds`` of wall-clock time, and whenever ``requested()`` says so.
+
+    What a rule may refuse (``afl.rules.Rule``): a result whose staleness exceeds
+    ``discard_after`` is discarded on arrival; a task in flight whose staleness would exceed
+    ``cancel_after`` is stopped when the update that makes it so is applied. Either way its
+    result never reaches ``server`` (nor is it computed, if it was not yet), its client is free
+    at once and a replacement is dispatched on the current model, as for an arrival. Stopping
+    tasks in flight needs one task per client (selection without replacement).
     """
 
     def __init__(self, server: Callable, executor, x0: Any, *, m: int, batch: int, barrier: bool,
@@ -87,7 +108,7 @@ class Simulation:
                  seed: int, budget: Budget, eval_every: int, on_eval: Callable,
                  on_checkpoint: Callable | None = None, checkpoint_every: int | None = None,
                  checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False,
-                 speeds: Any = None):
+                 speeds: Any = None, discard_after: int | None = None, cancel_after: int | None = None):
         self.server, self.executor = server, executor
         self.batch, self.barrier, self.timing = batch, barrier, timing
         self.rates, self.steps = rates.tolist(), np.asarray(steps).tolist()
@@ -101,7 +122,12 @@ class Simulation:
         self.speeds = speeds if speeds is not None else durations.ConstantSpeeds(rates)
         self.queues: dict[int, deque[Task]] = {}  # busy clients only: head in service, then FIFO
         self.task_count = np.zeros(n, dtype=np.int64)
-        self.stats = ClientStats([0] * n, [0.0] * n, [0.0] * n)
+        self.stats = ClientStats.zeros(n)
+        self.discard_after, self.cancel_after = discard_after, cancel_after
+        if cancel_after is not None and selection != "without_replacement":
+            raise ValueError("stopping tasks in flight needs one task per client: selection without_replacement")
+        self.timers: dict[int, asyncio.TimerHandle] = {}  # each busy client's completion timer
+        self.flight: deque[Task] = deque()  # cancel_after: tasks in dispatch order (so by base version)
         self.buffer: list[Task] = []  # arrived, waiting for the rule's batch to fill
         self.in_flight = 0
         self.results = 0
@@ -130,7 +156,8 @@ class Simulation:
         if self.restored:
             for client, queue in self.queues.items():
                 task = queue[0]
-                self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq, self._complete, client)
+                self.timers[client] = self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq,
+                                                            self._complete, client)
         else:
             self.on_eval(self.x, self.version, 0.0)
             self._dispatch(self.m)
@@ -172,6 +199,8 @@ class Simulation:
             self.next_id += 1
             self.in_flight += 1
             self.executor.submit(task)
+            if self.cancel_after is not None:
+                self.flight.append(task)
             if queue is None:
                 self.queues[client] = deque((task,))
                 self.loop.call_soon(self._start, client)
@@ -193,7 +222,8 @@ class Simulation:
         if self.outcome is None:
             task = self.queues[client][0]
             task.start_time = now = self.loop.time()
-            task.timer_seq = self.loop.call_at(now + task.duration, self._complete, client).seq
+            handle = self.timers[client] = self.loop.call_at(now + task.duration, self._complete, client)
+            task.timer_seq = handle.seq
 
     def _complete(self, client: int) -> None:
         """The client's head task is done: hand it to the server, then serve the queue on."""
@@ -207,6 +237,35 @@ class Simulation:
             self._start(client)
         else:
             del self.queues[client]
+            self.timers.pop(client, None)
+
+    def _stop(self, task: Task) -> None:
+        """Stop ``task`` in flight (the head of its client's queue, the only task there): its time
+        so far is wasted, its result never computed, its client idle."""
+        client = task.client
+        self.timers.pop(client).cancel()
+        del self.queues[client]
+        spent = self.loop.time() - task.start_time
+        self.stats.busy_time[client] += spent
+        self.stats.wasted_time[client] += spent
+        self.stats.cancelled[client] += 1
+        self.in_flight -= 1
+        self.executor.discard(task)
+        self.selector.release(client)
+
+    def _stop_stale(self) -> int:
+        """Stop every task in flight whose staleness now exceeds ``cancel_after``; how many."""
+        stopped = 0
+        while self.flight:
+            task = self.flight[0]
+            queue = self.queues.get(task.client)
+            if queue and queue[0] is task:  # still in flight
+                if self.version - task.base_version <= self.cancel_after:
+                    break  # the oldest in flight is fresh enough, so are all after it
+                self._stop(task)
+                stopped += 1
+            self.flight.popleft()
+        return stopped
 
     # -- server ----------------------------------------------------------------------------
 
@@ -220,14 +279,27 @@ class Simulation:
         self.results += 1
         if not self.queues[task.client]:
             self.selector.release(task.client)
-        self.buffer.append(task)
-        if len(self.buffer) == self.batch:
-            self._apply()
+        stopped = 0
+        if self.discard_after is not None and self.version - task.base_version > self.discard_after:
+            self.stats.discarded[task.client] += 1
+            self.stats.wasted_time[task.client] += task.duration
+            self.executor.discard(task)
+        else:
+            self.buffer.append(task)
+            if len(self.buffer) == self.batch:
+                self._apply()
+                if self.cancel_after is not None and self.outcome is None:
+                    stopped = self._stop_stale()
         if self.outcome is None and self.results >= self.budget.results:
             self._finish("completed", "round budget spent")
+        self._replace(1 + stopped)
+
+    def _replace(self, k: int) -> None:
+        """New tasks on the current model for ``k`` that came back or were stopped (asynchronous
+        rules), or a new round of ``m`` once none is in flight (synchronous)."""
         if self.outcome is None:
             if not self.barrier:
-                self._dispatch(1)
+                self._dispatch(k)
             elif self.in_flight == 0:
                 self._dispatch(self.m)
 
@@ -299,6 +371,8 @@ class Simulation:
         queued = [Task(**fields) for fields in state["queued"]]
         for task in sorted(queued, key=lambda t: t.id):  # dispatch order: FIFO per client
             self.queues.setdefault(task.client, deque()).append(task)
+            if self.cancel_after is not None:
+                self.flight.append(task)
         for task in sorted(queued + self.buffer, key=lambda t: t.id):  # the executor's pending order
             if task.id in state["computed"]:
                 self.executor.restore(task, state["computed"][task.id])

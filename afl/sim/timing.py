@@ -43,7 +43,15 @@ def client_rates(cfg, n: int, seed: int) -> np.ndarray:
         return rng.lognormal(-cfg.sigma**2 / 2, cfg.sigma, size=n)
     if cfg.kind == "uniform":
         return rng.uniform(cfg.low, cfg.high, size=n)
+    if cfg.kind == "power":
+        return power_rates(n, cfg.exponent)
     return read_rate_trace(Path(cfg.path), n)
+
+
+def power_rates(n: int, exponent: float) -> np.ndarray:
+    """``mu_i = i^-a`` for clients ``i = 1..n`` (``a = exponent``): compute times ``tau_i = i^a``, such as
+    the ``tau_i = sqrt(i)`` of Tyurin and Richtárik's and Ringmaster's experiments (``a = 1/2``)."""
+    return np.arange(1, n + 1, dtype=float) ** -float(exponent)
 
 
 def group_sizes(fractions: list[float], n: int) -> np.ndarray:
