@@ -134,10 +134,11 @@ class AlgorithmConfig:
     staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
                                       factory=StalenessConfig)
     buffer_size: int | None = _key(f"results per server step: fedbuff's buffer K, rennala's batch S (default "
-                                   f"min(m, {DEFAULT_BUFFER})), msync's first m of a round (default: all)")
+                                   f"min(m, {DEFAULT_BUFFER})), fadas's M (default min(m, 5)), msync's first m of a "
+                                   "round (default: all)")
     mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
     server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/msync gamma)", 1.0)
-    step_rule: str = _key("asyncsgd step size rule", "constant", lr_rules.STEP_RULES)
+    step_rule: str = _key("asyncsgd/fadas step size rule", "constant", lr_rules.STEP_RULES)
     tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
     drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
                             False)
@@ -152,6 +153,9 @@ class AlgorithmConfig:
                                  "(default: m)", added=True)
     stop_stale: bool = _key("ringmaster: stop a computation as soon as its delay reaches R instead of ignoring "
                             "its gradient on arrival", False, added=True)
+    server_beta1: float | None = _key("fadas: AMSGrad's first-moment decay beta1 (default 0.9)", added=True)
+    server_beta2: float | None = _key("fadas: AMSGrad's second-moment decay beta2 (default 0.99)", added=True)
+    server_eps: float | None = _key("fadas: AMSGrad's epsilon (default 1e-8)", added=True)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,10 @@ def test_same_seed_same_events(tmp_path, rule):
     ({"name": "rennala", "buffer_size": 0}, "algorithm.buffer_size"),
     ({"name": "asyncsgd", "max_delay": 3}, "algorithm.max_delay"),
     ({"name": "fedbuff", "stop_stale": True}, "algorithm.stop_stale"),
+    ({"name": "fadas", "server_beta1": 1.0}, "algorithm.server_beta1"),
+    ({"name": "fadas", "server_eps": 0.0}, "algorithm.server_eps"),
+    ({"name": "fadas", "drop_stale": True}, "algorithm.drop_stale"),
+    ({"name": "fedbuff", "server_beta2": 0.9}, "algorithm.server_beta2"),
 ])
 def test_bad_keys_name_themselves(algorithm, key):
     with pytest.raises(ConfigError) as err:

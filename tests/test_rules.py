@@ -57,6 +57,10 @@ X1, X2, X3 = vec(1.0, 2.0, 3.0), vec(4.0, -2.0, 0.0), vec(0.0, 0.0, 6.0)
     ({"name": "fedbuff", "concurrency": 3, "buffer_size": 2}, 2, False),
     ({"name": "fedbuff", "concurrency": 30}, 10, False),  # default K = min(m, 10)
     ({"name": "asyncsgd", "concurrency": 3}, 1, False),
+    ({"name": "fadas", "concurrency": 30}, 5, False),  # default M = min(m, 5), the authors' code's
+    ({"name": "rennala", "concurrency": 30}, 10, False),  # default S = min(m, 10)
+    ({"name": "msync", "concurrency": 30}, 30, True),  # default: all of the round (mini-batch SGD)
+    ({"name": "ringmaster", "concurrency": 3}, 1, False),
 ])
 def test_batch_and_barrier(algorithm, batch, barrier):
     cfg = load_config({"data": {"num_clients": 40}, "algorithm": algorithm, "run": {"workload": "none", "updates": 10}})
@@ -213,3 +217,46 @@ def test_asyncsgd_step_also_scaled_by_a_staleness_function():
     new, w = aggregate(rule, vec(1.0, 2.0, 3.0), [arrival(G, client=0)], [3])
     np.testing.assert_allclose(w, [0.025], **TOL)
     torch.testing.assert_close(new, vec(0.975, 2.025, 2.9875), **TOL)
+
+
+# ----------------------------------------------------------------------------- fadas
+
+
+def test_fadas_amsgrad_steps_keep_their_moments_and_the_larger_second_moment():
+    # M = 2, eta = 1, b1 = 0.5, b2 = 0.96, eps = 0.5 (sqrt(1 - b2) = 0.2, sqrt(1 - b2^2) = 0.28).
+    # Step 1: deltas [2, 0] and [0, -4] against their bases: D = [1, -2].
+    #   m = 0.5 D = [0.5, -1]; v = 0.04 D^2 = [0.04, 0.16] = v_hat; sqrt(v_hat) / 0.2 + 0.5 = [1.5, 2.5]
+    #   x <- [1, 1] + 1 / (1 - 0.5) [0.5 / 1.5, -1 / 2.5] = [1, 1] + [2/3, -0.8] = [5/3, 0.2]
+    rule = rule_of({"name": "fadas", "concurrency": 3, "buffer_size": 2, "server_lr": 1.0, "server_beta1": 0.5,
+                    "server_beta2": 0.96, "server_eps": 0.5})
+    base = vec(1.0, 1.0)
+    x1, w = aggregate(rule, vec(1.0, 1.0), [arrival(vec(3.0, 1.0), base=base), arrival(vec(1.0, -3.0), base=base)],
+                      [0, 0])
+    np.testing.assert_allclose(w, [0.5, 0.5], **TOL)  # eta / M
+    torch.testing.assert_close(x1, vec(5 / 3, 0.2), **TOL)
+    # Step 2: deltas [4.6, 0] and [0, 0]: D = [2.3, 0].
+    #   m = 0.5 [0.5, -1] + 0.5 [2.3, 0] = [1.4, -0.5]
+    #   v = 0.96 [0.04, 0.16] + 0.04 [5.29, 0] = [0.25, 0.1536]; v_hat = max([0.04, 0.16], v) = [0.25, 0.16]
+    #   sqrt(v_hat) / 0.28 + 0.5 = [0.5 / 0.28 + 0.5, 0.4 / 0.28 + 0.5] = [16/7, 27/14]
+    #   x <- x1 + 1 / (1 - 0.25) [1.4 / (16/7), -0.5 / (27/14)] = x1 + 4/3 [49/80, -7/27] = x1 + [49/60, -28/81]
+    x2, _ = aggregate(rule, x1, [arrival(vec(4.6, 0.0), base=vec(0.0, 0.0)), arrival(vec(0.0, 0.0), base=vec(0.0, 0.0))],
+                      [1, 0])
+    torch.testing.assert_close(x2, vec(5 / 3 + 49 / 60, 0.2 - 28 / 81), **TOL)
+    assert rule.state["step"] == 2
+
+
+def test_fadas_delay_adaptive_step_divides_by_the_largest_delay_over_tau_c():
+    # tau_c = 1, delays [0, 3]: tau_max = 3 > 1, eta_t = 0.3 / 3 = 0.1; one step from zero moments with
+    # b1 = 0, b2 = 0 (plain sign-like step): m = D, v_hat = D^2, denom = |D| + eps, x <- x + eta_t D / (|D| + eps)
+    # D = ([2, -2] + [0, 0]) / 2 = [1, -1]; eps = 1: x <- [0, 0] + 0.1 [1/2, -1/2] = [0.05, -0.05]
+    rule = rule_of({"name": "fadas", "concurrency": 3, "buffer_size": 2, "server_lr": 0.3, "server_beta1": 0.0,
+                    "server_beta2": 0.0, "server_eps": 1.0, "step_rule": "delay_adaptive", "tau_c": 1})
+    z = vec(0.0, 0.0)
+    x, w = aggregate(rule, z, [arrival(vec(2.0, -2.0), base=z), arrival(z, base=z)], [0, 3])
+    np.testing.assert_allclose(w, [0.05, 0.05], **TOL)
+    torch.testing.assert_close(x, vec(0.05, -0.05), **TOL)
+    # delays [1, 1]: tau_max = 1, not over tau_c: eta_t = 0.3
+    rule = rule_of({"name": "fadas", "concurrency": 3, "buffer_size": 2, "server_lr": 0.3, "server_beta1": 0.0,
+                    "server_beta2": 0.0, "server_eps": 1.0, "step_rule": "delay_adaptive", "tau_c": 1})
+    x, _ = aggregate(rule, z, [arrival(vec(2.0, -2.0), base=z), arrival(z, base=z)], [1, 1])
+    torch.testing.assert_close(x, vec(0.15, -0.15), **TOL)

@@ -46,7 +46,9 @@ class Rule:
     """A server rule's facts. ``algorithm`` below is the config's ``algorithm`` section.
 
     - ``build(algorithm, s, routing)``: the aggregator, whose ``aggregate(x, arrivals, taus)``
-      returns the new model and the weight (or step) applied to each arrival;
+      returns the new model and the weight (or step) applied to each arrival; one that keeps
+      state between updates (FADAS's moments) keeps it in a ``state`` dict of tensors and
+      numbers, which every checkpoint saves and a resume restores;
     - ``batch(algorithm)``: arrivals per server update (the server buffers until it is full);
     - ``barrier``: synchronous rounds: a new round of ``m`` tasks only when none is in flight;
     - ``gradient``: a task returns one stochastic gradient at the model it was sent (one local

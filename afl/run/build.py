@@ -64,6 +64,7 @@ class Run:
     model: torch.nn.Module | None  # None under the null workload
     workload: TrainingWorkload | NullWorkload
     rule: rules.Rule
+    aggregator: object  # the rule's, built from the config (its ``state``, if any, goes into checkpoints)
     steps: np.ndarray  # local steps of a task, per client
     planned_updates: int | None
     simulation: Simulation
@@ -121,4 +122,4 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
         checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested,
         speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed), discard_after=rule.discard_after(a),
         cancel_after=rule.cancel_after(a))
-    return Run(cfg, device, fed, model, workload, rule, steps, total, simulation)
+    return Run(cfg, device, fed, model, workload, rule, aggregator, steps, total, simulation)

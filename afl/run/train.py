@@ -155,7 +155,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
 
     def on_checkpoint(state):
         checkpoint.save({"config_hash": config_hash(cfg), "simulation": state, "recorder": rec.state_dict(),
-                         "wall_time": time.perf_counter() - wall0}, out)
+                         "rule": getattr(run.aggregator, "state", {}), "wall_time": time.perf_counter() - wall0}, out)
         if request is not None and request.asked.is_set():
             request.asked.clear()
             request.saved.set()
@@ -172,6 +172,8 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     if saved is not None:
         sim.load_state_dict(saved["simulation"])
         rec.load_state_dict(saved["recorder"])
+        if saved["rule"]:
+            run.aggregator.state.update(saved["rule"])
     bar = tqdm(total=run.planned_updates, initial=sim.version, unit="upd", desc=f"{cfg.algorithm.name}",
                disable=not progress, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
     try:
