@@ -74,6 +74,8 @@ class DataConfig:
     synthetic_beta: float = _key("Synthetic(alpha, beta): data heterogeneity", 1.0)
     synthetic_seed: int | None = _key("Synthetic: the seed that generates the data (default: the run's seed); "
                                       "fix it to compare seeds on one dataset")
+    synthetic_clients: int | None = _key("Synthetic: how many clients generate the data (default: data.num_clients); "
+                                         "fix it to split one dataset among any number of clients", added=True)
     verify: bool = _key("check dataset files against the publisher's checksums", True)
     augment: bool | None = _key("random crop (padding 4) and horizontal flip of each training sample "
                                 "(default: on for cifar10, off otherwise; images only)")
@@ -470,6 +472,13 @@ def validate(cfg: Config) -> Config:
     if d.synthetic_seed is not None and d.name != "synthetic":
         _fail("data.synthetic_seed", f"only synthetic data is generated, not {d.name}",
               "remove data.synthetic_seed or set data.name: synthetic")
+    _at_least("data.synthetic_clients", d.synthetic_clients, 1, 10)
+    if d.synthetic_clients is not None and d.name != "synthetic":
+        _fail("data.synthetic_clients", f"only synthetic data is generated, not {d.name}",
+              "remove data.synthetic_clients or set data.name: synthetic")
+    if d.synthetic_clients not in (None, d.num_clients) and d.partition == "natural":
+        _fail("data.synthetic_clients", f"{d.synthetic_clients} generating clients have no natural split among "
+              f"{d.num_clients}", "set data.partition to iid, dirichlet or shards")
     if d.partition == "natural" and d.train_subset is not None:
         _fail("data.train_subset", "the natural partition of synthetic data cannot be subsampled",
               "remove data.train_subset, or set data.partition to iid, dirichlet or shards")

@@ -79,7 +79,7 @@ def build(cfg: Config, device: torch.device) -> Federation:
     if cfg.run.workload == "none":
         return Federation(None, None, None, None, Shards(np.zeros((n, 1), dtype=np.int64), torch.device("cpu")),
                           rates, routing, 0, ())
-    ds = data.load(d.name, d.root, num_clients=n, seed=data_seed(cfg), synthetic_alpha=d.synthetic_alpha,
+    ds = data.load(d.name, d.root, num_clients=d.synthetic_clients or n, seed=data_seed(cfg), synthetic_alpha=d.synthetic_alpha,
                    synthetic_beta=d.synthetic_beta, verify=d.verify)
     train_x, train_y, natural = ds.train_x, ds.train_y, ds.client_indices
     keep = _subset(len(train_y), d.train_subset, numpy_stream(cfg.seed, Stream.SUBSET, 0))
