@@ -1,4 +1,5 @@
-"""The command line: ``afl train | validate | launch | plan | data download | data standin | queue predict | queue optimize``.
+"""The command line: ``afl train | validate | launch | plan | data download | data standin | queue predict |
+queue optimize | queue optimal``.
 
 Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
 ``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.

@@ -202,6 +202,70 @@ def test_entry_point_exits_2_with_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("afl: error: ")
 
 
+# --------------------------------------------------------------------------- optimal
+
+# Tyurin and Richtárik's tau_i = sqrt(i): constant draws, rates mu_i = i^-1/2.
+POWER_TIMES = {"data": {"num_clients": 10}, "algorithm": {"name": "asyncsgd", "concurrency": 10},
+               "timing": {"distribution": "constant", "rates": {"kind": "power", "exponent": 0.5}},
+               "run": {"workload": "none", "updates": 100}}
+
+
+def test_optimal_prints_the_best_m_and_the_curve(tmp_path, capsys):
+    from afl.queueing.optimal import optimal_time
+
+    status, out, err = afl(capsys, "queue", "optimal", write_config(tmp_path, POWER_TIMES), "--sigma2", "0.01")
+    assert status == 0 and err == ""
+    # L = Delta = 1, eps = 0.01, sigma2 = 0.01: t(m) = 100 (m + 1) / sum_{i<=m} 1/sqrt(i)
+    # = 200, 175.74, 175.10, 179.57, ...: m* = 3, S = ceil(0.01/0.01) = 1.
+    res = optimal_time(np.sqrt(np.arange(1, 11)), 1, 1, 0.01, 0.01)
+    assert res.m_star == 3
+    assert "best m* = 3 (the m* fastest of 10 clients)" in out
+    assert "batch S = R = max(1, ceil(sigma^2/eps)) = 1" in out
+    assert "t(m*) = 175.1;" in out
+    assert "L = 1.000, Delta = 1.000, sigma^2 = 0.01000, eps = 0.01000; times up to a constant factor" in out
+    ratio = float(re.search(r"t\(n\)/t\(m\*\) = (\S+)", out).group(1))
+    assert ratio == pytest.approx(res.curve[-1] / res.time, rel=1e-3)
+    lines = out.splitlines()
+    clients = [line.split() for line in lines[lines.index(next(x for x in lines if x.startswith("client "))) + 1:][:10]]
+    # client count time rank: client i has time sqrt(i + 1) and speed rank i + 1.
+    assert [r[0] for r in clients] == [str(i) for i in range(10)]
+    assert clients[3][2:] == ["2.000", "4"] and clients[8][2:] == ["3.000", "9"]
+    curve_rows = [line.split() for line in lines[lines.index(next(x for x in lines if x.startswith("m "))) + 1:]]
+    # m = 1, n = 10, m* = 3 and the rounded geometric grid 1, 1.39, 1.93, ..., 10 -> 1, 2, 3, 4, 5, 7, 10
+    assert [int(r[0]) for r in curve_rows] == [1, 2, 3, 4, 5, 7, 10]
+    # m H_m t(m) ratio: t(1) = 200 = 1.142 t(m*), t(10) = the printed t(n)/t(m*).
+    assert curve_rows[0][1:4] == ["1.000", "200.0", "1.142"] and curve_rows[-1][3] == f"{ratio:#.4g}"
+    star = [r for r in curve_rows if r[-1] == "m*"]
+    assert len(star) == 1 and star[0][0] == "3" and star[0][3] == "1.000"
+
+
+def test_optimal_finds_m_star_from_the_config(tmp_path, capsys):
+    from afl.queueing.optimal import optimal_time
+
+    for sigma2 in ["0", "0.003", "0.05", "1"]:
+        raw = {**POWER_TIMES, "data": {"num_clients": 40}, "algorithm": {"name": "asyncsgd", "concurrency": 40}}
+        status, out, _ = afl(capsys, "queue", "optimal", write_config(tmp_path, raw), "--sigma2", sigma2,
+                             "--L", "2", "--delta", "3")
+        assert status == 0
+        m_star = int(re.search(r"best m\* = (\d+)", out).group(1))
+        assert m_star == optimal_time(np.sqrt(np.arange(1, 41)), 2, 3, float(sigma2), 0.01).m_star
+        assert "(clients binned by time)" in out  # 40 distinct times > 20 rows
+
+
+def test_optimal_warns_on_random_times_and_refuses_varying_speeds(tmp_path, capsys):
+    raw = {**POWER_TIMES, "timing": {"distribution": "exponential", "rates": {"kind": "power", "exponent": 0.5}}}
+    status, out, err = afl(capsys, "queue", "optimal", write_config(tmp_path, raw))
+    assert status == 0 and "best m* = " in out
+    assert err.count("\n") == 1 and err.startswith("afl: warning: timing.distribution is exponential")
+    raw = {**POWER_TIMES, "timing": {**POWER_TIMES["timing"], "modulation": {"kind": "markov"}}}
+    status, out, err = afl(capsys, "queue", "optimal", write_config(tmp_path, raw))
+    assert status == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("afl: error: timing.modulation is markov") and "; fix: " in lines[0]
+    status, _, err = afl(capsys, "queue", "optimal", write_config(tmp_path, POWER_TIMES), "--eps", "0")
+    assert status == 2 and err.startswith("afl: error: --eps: must be a finite number > 0")
+
+
 # --------------------------------------------------------------------------- pilot
 
 

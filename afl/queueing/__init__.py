@@ -1,4 +1,4 @@
-"""Queueing theory of generalized AsyncSGD: the closed Jackson network, its routing.
+"""Queueing theory of generalized AsyncSGD: the closed Jackson network, its routing, the optimal time.
 
 Callers import from the submodule that holds what they need (this package re-exports nothing):
 
@@ -18,8 +18,13 @@ Callers import from the submodule that holds what they need (this package re-exp
 ``measure``
     The simulated counterparts, for the workflow's figures: batch-means standard errors,
     per-client staleness, update rate, Student-t intervals.
+``optimal``
+    Tyurin and Richtárik's optimal time with fixed compute times (NumPy): the prefix harmonic
+    means ``H_m``, ``t(m) = H_m (L Delta/eps + sigma^2 L Delta/(m eps^2))`` and its best ``m*``
+    (``optimal_time``), Rennala's batch ``S``, Ringmaster's ``collection_time`` and the exact
+    ``collect_time_fixed``; ``mean_compute_times`` reads a config's clients as times ``tau_i``.
 ``cli``
-    ``afl queue predict | optimize``; it imports the torch modules only when a command runs.
+    ``afl queue predict | optimize | optimal``; it imports the torch modules only when a command runs.
 
 The bound's constants from a pilot run (``resolve_constants``, ``optimal_routing``) live in
 ``afl.run.pilot``: a pilot is a run, and this package sits below ``afl.run`` (only ``cli``

@@ -1,4 +1,4 @@
-"""``afl queue predict | optimize``: the closed Jackson network of a config.
+"""``afl queue predict | optimize | optimal``: the closed Jackson network of a config, and its optimal time.
 
 A config is read as a closed Jackson network (``afl.queueing.model``). Where the model is not
 exact (``afl.queueing.model.jackson_reasons``), ``afl queue`` prints a one-line warning that its
@@ -14,6 +14,17 @@ update-weighted mean staleness ``sum_i p_i E[tau_i] = m - 1``.
 ``{"p": [...], "objective": ..., "predicted": {...}}`` for ``algorithm.routing: FILE``.
 Its constants come from flags, from a pilot run (``--pilot N``, ``afl.run.pilot``), or
 from the defaults of a unit-scale problem.
+
+``optimal`` prints Tyurin and Richtárik's optimal time with fixed compute times
+(``afl.queueing.optimal``): the clients' mean task times ``tau_i`` (grouped as ``predict`` groups
+them), the best number ``m*`` of fastest clients, Rennala's batch ``S`` (= Ringmaster's ``R``),
+``t(m*)``, the ratio ``t(n) / t(m*)`` and ``t(m)`` at a few ``m``, for the given constants
+``L, Delta, sigma^2, eps`` and up to a constant factor. A config whose speeds vary over time
+(``timing.modulation``) is refused: the fixed-time formula has no theorem for it (Tyurin's
+universal computation model would be needed), and its time-averaged rates would give a number
+that looks like the theory but is none. A random ``timing.distribution`` is accepted with a
+warning: its mean times stand in for the fixed ``tau_i`` (each client's long-run gradient rate
+is ``1 / E[time]``, but the theorem is for fixed times).
 """
 
 from __future__ import annotations
@@ -244,12 +255,80 @@ def cmd_optimize(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- optimal
+
+
+def _curve_points(n: int, m_star: int, points: int = 8) -> list[int]:
+    """The ``m`` of the ``t(m)`` table: 1, ``n``, ``m*`` and about ``points`` geometrically spaced between."""
+    grid = np.unique(np.round(np.geomspace(1, n, min(n, points))).astype(int))
+    return sorted({1, n, m_star, *(int(m) for m in grid)})
+
+
+def _rank_range(ranks: np.ndarray) -> str:
+    lo, hi = int(ranks.min()), int(ranks.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def times_table(tau: np.ndarray, max_rows: int = MAX_ROWS) -> str:
+    """The clients' task times, per client, per group of equal times, or per time bin (as ``predict_table``)."""
+    n = len(tau)
+    groups, kind = _row_groups(tau, np.zeros(n), max_rows)
+    rank = np.empty(n, dtype=int)
+    rank[np.argsort(tau, kind="stable")] = np.arange(1, n + 1)
+    header = [kind, "count", "time tau_i", "speed rank"]
+    rows = [[f"{k + 1}/{len(groups)}" if kind == "bin" else _ids(g), str(len(g)), _range(tau[g]),
+             _rank_range(rank[g])] for k, g in enumerate(groups)]
+    text = _table(header, rows)
+    if kind == "bin":
+        text += "\n(clients binned by time)"
+    return text
+
+
+def curve_table(res, h: np.ndarray) -> str:
+    """``H_m``, ``t(m)`` and ``t(m) / t(m*)`` at a few ``m`` (``_curve_points``)."""
+    n = len(h)
+    rows = [[str(m), _fmt(float(h[m - 1])), _fmt(float(res.curve[m - 1])),
+             _fmt(float(res.curve[m - 1] / res.time)), "<- m*" if m == res.m_star else ""]
+            for m in _curve_points(n, res.m_star)]
+    return "\n".join(line.rstrip() for line in _table(["m", "H_m", "t(m)", "t(m)/t(m*)", ""], rows).splitlines())
+
+
+def cmd_optimal(args) -> int:
+    from afl.queueing.optimal import harmonic_prefix, mean_compute_times, optimal_time
+    from afl.sim.timing import client_rates
+
+    cfg = load_config(args.config, args.set or [])
+    constants = {"L": _number("--L", args.L), "Delta": _number("--delta", args.delta),
+                 "sigma^2": _number("--sigma2", args.sigma2, allow_zero=True), "eps": _number("--eps", args.eps)}
+    max_rows = _integer("--max-rows", args.max_rows, 1)
+    t = cfg.timing
+    if t.modulation.kind != "none":
+        raise AflError(f"timing.modulation is {t.modulation.kind}: client speeds vary over time, and the optimal "
+                       "time is a theorem for fixed compute times; fix: --set timing.modulation.kind=none")
+    if t.distribution != "constant":
+        print(f"afl: warning: timing.distribution is {t.distribution}: the theory is for fixed compute times; "
+              "the mean task times stand in for them", file=sys.stderr)
+    tau = mean_compute_times(cfg, client_rates(t.rates, cfg.data.num_clients, cfg.seed))
+    res = optimal_time(tau, constants["L"], constants["Delta"], constants["sigma^2"], constants["eps"])
+    n = len(tau)
+    print(f"optimal time with fixed compute times (Tyurin & Richtarik 2023): n = {n} clients")
+    print("constants (given): " + ", ".join(f"{k} = {_fmt(v)}" for k, v in constants.items())
+          + "; times up to a constant factor")
+    print(times_table(tau, max_rows))
+    print(f"best m* = {res.m_star} (the m* fastest of {n} clients); "
+          f"batch S = R = max(1, ceil(sigma^2/eps)) = {res.batch}; steps ~ L Delta/eps = {_fmt(res.iterations)}")
+    print(f"t(m*) = {_fmt(res.time)}; all clients: t(n)/t(m*) = {_fmt(float(res.curve[-1] / res.time))}")
+    print("t(m) = H_m (L Delta/eps + sigma^2 L Delta/(m eps^2)), H_m the harmonic mean of the m fastest times:")
+    print(curve_table(res, harmonic_prefix(tau)))
+    return 0
+
+
 # --------------------------------------------------------------------------- argparse
 
 
 def add_parser(sub, config_args) -> None:
-    """Register ``afl queue predict | optimize`` on the top-level subparsers."""
-    q = sub.add_parser("queue", help="queueing theory of AsyncSGD: predict staleness, optimise routing")
+    """Register ``afl queue predict | optimize | optimal`` on the top-level subparsers."""
+    q = sub.add_parser("queue", help="queueing theory of AsyncSGD: predict staleness, optimise routing, optimal time")
     qsub = q.add_subparsers(dest="queue_command", required=True)
 
     pr = qsub.add_parser("predict", help="predicted staleness, utilisation, sojourn time and throughput")
@@ -275,6 +354,16 @@ def add_parser(sub, config_args) -> None:
     op.add_argument("--max-rows", default=str(MAX_ROWS), metavar="N", help="table rows before grouping")
     op.set_defaults(func=cmd_optimize)
 
+    ot = qsub.add_parser("optimal", help="Tyurin-Richtarik optimal time with fixed compute times: best m*, batch S")
+    config_args(ot)
+    for flag, default, text in (("--eps", "0.01", "target E||grad f||^2 <= eps"), ("--L", "1.0", "smoothness constant"),
+                                ("--delta", "1.0", "initial gap f(x0) - f*"),
+                                ("--sigma2", "1.0", "stochastic-gradient variance sigma^2")):
+        ot.add_argument(flag, default=default, metavar="X", help=f"{text} (default {default})")
+    ot.add_argument("--max-rows", default=str(MAX_ROWS), metavar="N", help="table rows before grouping")
+    ot.set_defaults(func=cmd_optimal)
 
-__all__ = ["predict_table", "optimize_table", "cmd_predict", "cmd_optimize", "add_parser"]
+
+__all__ = ["predict_table", "optimize_table", "times_table", "curve_table", "cmd_predict", "cmd_optimize",
+           "cmd_optimal", "add_parser"]
 

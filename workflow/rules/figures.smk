@@ -16,6 +16,7 @@ for kind in (
     "concurrency_budget",
     "minibatch",
     "heterogeneity",
+    "optimal_time",
 ):
 
     rule:
