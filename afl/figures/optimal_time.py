@@ -16,7 +16,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from afl import compare
 from afl.figures.common import PANEL
-from afl.figures.target import t_half_width
+from afl.figures.target import interval_label, t_half_width
 from afl.queueing.optimal import time_curve
 
 NAMES = {"asyncsgd": "AsyncSGD", "rennala": "Rennala SGD", "ringmaster": "Ringmaster ASGD", "fadas": "FADAS"}
@@ -154,9 +154,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     axes[0].yaxis.set_major_formatter(ScalarFormatter())
     axes[0].yaxis.set_minor_formatter(NullFormatter())
     axes[0].set_ylabel("virtual time")
-    seeds = per["seed"].nunique()
-    bars = f"95% t-interval over n = {seeds} seeds" if seeds >= compare.MIN_SEEDS else \
-        f"{seeds} seeds: no interval below {compare.MIN_SEEDS}"
+    bars = interval_label(per["seed"].nunique())
     axes[0].set_title(f"time until {metric_name} (mean over {window:g} time units) <= {goal:g}\n({bars})")
     axes[1].set_ylabel("wasted time (% of busy time)")
     axes[1].set_title("work discarded or stopped")

@@ -37,6 +37,13 @@ def t_half_width(values: pd.Series) -> float:
     return got.high - got.mean
 
 
+def interval_label(seeds: int) -> str:
+    """What the error bars of ``seeds`` seeds are: a t-interval stating n, or none below ``MIN_SEEDS``."""
+    if seeds >= compare.MIN_SEEDS:
+        return f"95% t-interval over n = {seeds} seeds"
+    return f"{seeds} seeds: no interval below {compare.MIN_SEEDS}"
+
+
 def setting(value) -> float:
     """The number an ``x_key`` value stands for on the x axis: the value, or for rate groups (JSON
     text ``[{"fraction": f, "rate": r}, ...]``) the straggler slowdown max(rate) / min(rate)."""
@@ -136,9 +143,7 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
         ax.set_xlabel(x_name)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("server updates")
-    seeds = per["seed"].nunique()
-    bars = f"95% t-interval over n = {seeds} seeds" if seeds >= compare.MIN_SEEDS else \
-        f"{seeds} seeds: no interval below {compare.MIN_SEEDS}"
+    bars = interval_label(per["seed"].nunique())
     axes[0].set_title(f"updates until {measure_text} <= {goal:g}\n({bars}; labels: tau_max until then)")
     axes[1].set_ylabel("tau_avg (server versions)")
     axes[1].set_title("tau_avg of the same runs, up to the target (or budget)")
