@@ -19,7 +19,6 @@ from afl.queueing.optimal import (
     collection_time,
     harmonic_prefix,
     mean_compute_times,
-    mean_draw,
     optimal_time,
     time_curve,
 )
@@ -233,11 +232,11 @@ def test_mean_compute_times_of_a_config():
     ({"distribution": "exponential"}, 1.0), ({"distribution": "constant"}, 1.0),
     ({"distribution": "lognormal", "sigma": 0.5}, 1.0), ({"distribution": "uniform", "low": 0.5, "high": 4.5}, 2.5),
 ])
-def test_mean_draw_matches_the_simulators_draws(timing, mean):
-    from afl.sim.timing import ServiceDraws
+def test_mean_service_matches_the_simulators_draws(timing, mean):
+    from afl.sim.timing import ServiceDraws, mean_service
 
     cfg = load_config({"timing": timing, "run": {"workload": "none"}}).timing
-    assert mean_draw(cfg) == mean
+    assert mean_service(cfg) == mean
     draws = ServiceDraws(cfg, 0)
     sample = np.array([draws(0, k) for k in range(20_000)])
     se = sample.std() / math.sqrt(sample.size)

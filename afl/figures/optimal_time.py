@@ -16,7 +16,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from afl import compare
 from afl.figures.common import PANEL
-from afl.figures.target import interval_label, t_half_width
+from afl.figures.target import draw_costs, interval_label
 from afl.queueing.optimal import time_curve
 
 NAMES = {"asyncsgd": "AsyncSGD", "rennala": "Rennala SGD", "ringmaster": "Ringmaster ASGD", "fadas": "FADAS"}
@@ -118,13 +118,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     for method, rows in per.groupby("method"):
         by_x = rows.groupby(x_key).agg(time=("cost", "mean"), wasted=("wasted", "mean"), n=("cost", "size"),
                                        reached=("hit", "sum"))
-        half = rows.groupby(x_key)["cost"].apply(t_half_width).reindex(by_x.index)
-        means[method] = by_x["time"]
-        low = np.minimum(half, by_x["time"] * 0.9)
-        axes[0].errorbar(by_x.index, by_x["time"], yerr=[low.fillna(0), half.fillna(0)], marker="o",
-                         capsize=3 if half.notna().any() else 0, color=colours[method], label=method)
-        hollow = rows[~rows["hit"]]
-        axes[0].scatter(hollow[x_key], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
+        means[method], half = draw_costs(axes[0], rows, x_key, colours[method], method)
         axes[1].plot(by_x.index, 100 * by_x["wasted"], marker="o", color=colours[method])
         print(f"optimal_time: {method}: virtual time until mean {metric_name} over {window:g} time units <= "
               f"{goal:g} (mean over seeds; never-reached runs count their end), wasted share of busy time:\n"

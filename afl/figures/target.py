@@ -44,6 +44,21 @@ def interval_label(seeds: int) -> str:
     return f"{seeds} seeds: no interval below {compare.MIN_SEEDS}"
 
 
+def draw_costs(ax, rows: pd.DataFrame, x: str, colour, label: str) -> tuple[pd.Series, pd.Series]:
+    """One method's line on a log ``cost`` axis: the mean ``cost`` of ``rows`` (one per run) at each
+    ``x``, Student-t 95% error bars (``t_half_width``; the lower one stops short of 0), and the runs
+    that never reached the target (``hit`` false) drawn hollow at their cost. Returns the means and
+    half-widths by ``x``."""
+    mean = rows.groupby(x)["cost"].mean()
+    half = rows.groupby(x)["cost"].apply(t_half_width).reindex(mean.index)
+    low = np.minimum(half, mean * 0.9)
+    ax.errorbar(mean.index, mean, yerr=[low.fillna(0), half.fillna(0)], marker="o",
+                capsize=3 if half.notna().any() else 0, color=colour, label=label)
+    hollow = rows[~rows["hit"]]
+    ax.scatter(hollow[x], hollow["cost"], facecolors="none", edgecolors=colour, s=40)
+    return mean, half
+
+
 def setting(value) -> float:
     """The number an ``x_key`` value stands for on the x axis: the value, or for rate groups (JSON
     text ``[{"fraction": f, "rate": r}, ...]``) the straggler slowdown max(rate) / min(rate)."""
@@ -120,15 +135,10 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     for method, rows in per.groupby("method"):
         by_x = rows.groupby("x").agg(tau_max=("tau_max", "mean"), tau_avg=("tau_avg", "mean"),
                                      cost=("cost", "mean"), sd=("cost", "std"), n=("cost", "size"))
-        half = rows.groupby("x")["cost"].apply(t_half_width).reindex(by_x.index)
-        low = np.minimum(half, by_x["cost"] * 0.9)  # a log axis: the interval stops short of 0
-        axes[0].errorbar(by_x.index, by_x["cost"], yerr=[low.fillna(0), half.fillna(0)], marker="o",
-                         capsize=3 if half.notna().any() else 0, color=colours[method], label=method)
+        _, half = draw_costs(axes[0], rows, "x", colours[method], method)
         for x, point in by_x.iterrows():
             axes[0].annotate(f"tau_max {point['tau_max']:.0f}", (x, point["cost"]), xytext=(4, 4),
                              textcoords="offset points", fontsize=7, color=colours[method])
-        hollow = rows[~rows["hit"]]
-        axes[0].scatter(hollow["x"], hollow["cost"], facecolors="none", edgecolors=colours[method], s=40)
         axes[1].plot(by_x.index, by_x["tau_avg"], marker="o", color=colours[method])
         print(f"target: {method}: updates until {measure_text} <= {goal:g} (mean over seeds, Student-t 95% half-width from 5 seeds; "
               f"never-reached runs count their budget; tau up to the target) by {x_short}:\n"

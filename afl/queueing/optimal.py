@@ -47,7 +47,6 @@ __all__ = [
     "batch_size",
     "collection_time",
     "collect_time_fixed",
-    "mean_draw",
     "mean_compute_times",
 ]
 
@@ -215,20 +214,6 @@ def collect_time_fixed(tau, S) -> float:
 # --------------------------------------------------------------------------- a config's times
 
 
-def mean_draw(timing) -> float:
-    """``E[S]`` of ``timing.distribution``, the draw for a client of rate 1 (``afl.sim.timing.ServiceDraws``).
-
-    ``exponential``: Exp(1), mean 1; ``uniform``: ``(low + high) / 2``; ``constant``: 1;
-    ``lognormal``: ``exp(sigma Z - sigma^2 / 2)``, mean 1.
-    """
-    if timing.distribution == "uniform":
-        return (timing.low + timing.high) / 2
-    if timing.distribution in ("exponential", "constant", "lognormal"):
-        return 1.0
-    raise OptimalTimeError(f"timing.distribution: no mean known for {timing.distribution!r}; "
-                           "fix: use exponential, uniform, constant or lognormal")
-
-
 def mean_compute_times(cfg, rates) -> np.ndarray:
     """Each client's mean task time ``download + E[S] / nu_i + upload`` (``afl.sim.timing.task_duration``).
 
@@ -240,6 +225,7 @@ def mean_compute_times(cfg, rates) -> np.ndarray:
     """
     # Imported here: afl.queueing.model pulls in the torch network module.
     from afl.queueing.model import service_rates
+    from afl.sim.timing import mean_service
 
     t = cfg.timing
-    return t.download + mean_draw(t) / service_rates(cfg, np.asarray(rates, dtype=float)) + t.upload
+    return t.download + mean_service(t) / service_rates(cfg, np.asarray(rates, dtype=float)) + t.upload

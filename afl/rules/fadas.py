@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from afl.errors import config_fail
+from afl.rules.fedbuff import check_buffer
 from afl.rules.spec import Rule
 
 DEFAULT_BUFFER = 5  # M = min(m, 5) unless set: the authors' code's default update_freq
@@ -56,10 +57,7 @@ class Fadas:
 
 
 def _check(a) -> None:
-    if not 1 <= a.buffer_size <= a.concurrency:
-        config_fail("algorithm.buffer_size", f"buffer {a.buffer_size} can never fill with {a.concurrency} tasks in flight"
-                    if a.buffer_size > a.concurrency else f"must be >= 1, got {a.buffer_size}",
-                    f"set it between 1 and algorithm.concurrency ({a.concurrency})")
+    check_buffer(a)
     for key in ("server_beta1", "server_beta2"):
         if not 0 <= getattr(a, key) < 1:
             config_fail(f"algorithm.{key}", f"must be in [0, 1), got {getattr(a, key)}",

@@ -27,7 +27,8 @@ class FedBuff:
         return out, w
 
 
-def _check(a) -> None:
+def check_buffer(a) -> None:
+    """A buffer of ``algorithm.buffer_size`` deltas that can fill: between 1 and the concurrency."""
     if a.buffer_size < 1:
         config_fail("algorithm.buffer_size", f"must be >= 1, got {a.buffer_size}", f"set algorithm.buffer_size to {DEFAULT_BUFFER} or more")
     if a.buffer_size > a.concurrency:
@@ -39,5 +40,5 @@ FEDBUFF = Rule(
     name="fedbuff", build=lambda a, s, routing: FedBuff(a.buffer_size, a.server_lr, s), batch=lambda a: a.buffer_size,
     staleness="fedbuff", keys=("buffer_size", "server_lr", "staleness"),
     defaults=lambda a: {"buffer_size": a.buffer_size if a.buffer_size is not None else min(a.concurrency, DEFAULT_BUFFER)},
-    check=_check,
+    check=check_buffer,
 )

@@ -145,6 +145,12 @@ class ServiceDraws:
         return 1.0
 
 
+def mean_service(cfg) -> float:
+    """``E[S]``, the mean of ``ServiceDraws``' draw: ``(low + high) / 2`` for ``uniform``, else 1
+    (``exponential`` Exp(1), ``constant`` 1, ``lognormal`` ``exp(sigma Z - sigma^2 / 2)``)."""
+    return (cfg.low + cfg.high) / 2 if cfg.distribution == "uniform" else 1.0
+
+
 def task_duration(cfg, rate: float, steps: int, service: float) -> float:
     """Duration of a task of ``steps`` local steps at a client of rate ``rate``, given its draw ``S``."""
     work = steps if cfg.per == "step" else 1
