@@ -139,7 +139,7 @@ class AlgorithmConfig:
                                    f"min(m, {DEFAULT_BUFFER})), fadas's M (default min(m, 5)), msync's first m of a "
                                    "round (default: all)")
     mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
-    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/msync gamma)", 1.0)
+    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/ringleader/msync gamma)", 1.0)
     step_rule: str = _key("asyncsgd/fadas step size rule", "constant", lr_rules.STEP_RULES)
     tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
     drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
@@ -524,6 +524,10 @@ def validate(cfg: Config) -> Config:
     if a.selection == "without_replacement" and m > n:
         _fail("algorithm.concurrency", f"{m} tasks in flight but only {n} clients and selection "
               "without replacement", f"lower it to at most {n} or set algorithm.selection: with_replacement")
+    if rule.all_clients and (m != n or a.selection != "without_replacement"):
+        key, fix = (("algorithm.concurrency", f"set algorithm.concurrency: {n}") if m != n else
+                    ("algorithm.selection", "set algorithm.selection: without_replacement"))
+        _fail(key, f"{a.name} keeps one computation in flight on each of the {n} clients", fix)
     rules.validate(a)
     _positive("algorithm.mixing", a.mixing, 0.5)
     if a.mixing >= 1:

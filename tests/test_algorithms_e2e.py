@@ -28,6 +28,8 @@ RULES = {
     "asyncsgd-delay-adaptive": {"algorithm": {"name": "asyncsgd", "concurrency": 5, "server_lr": 0.05,
                                               "step_rule": "delay_adaptive"},
                                 "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
+    "ringleader": {"algorithm": {"name": "ringleader", "concurrency": 10, "server_lr": 0.005},  # gamma ~ 1/n
+                   "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
 }
 
 

@@ -133,14 +133,14 @@ def test_loaded_state_is_a_copy():
 
 def test_clients_frame():
     stats = ClientStats(np.array([2, 0, 1]), np.array([3.0, 0.0, 4.0]), np.array([5.0, 0.0, 1.5]),
-                        np.array([1, 0, 0]), np.array([0, 2, 0]), np.array([0.5, 0.75, 0.0]))
+                        np.array([1, 0, 0]), np.array([0, 2, 0]), np.array([0.5, 0.75, 0.0]), np.array([0, 0, 3]))
     frame = recorder.clients_frame(stats, np.array([10, 20, 30]), np.array([1.0, 0.2, 0.5]),
                                    np.array([0.5, 0.25, 0.25]))
     assert list(frame.columns) == documented_columns("clients.parquet")
     expected = pd.DataFrame({"client": [0, 1, 2], "tasks": [2, 0, 1],
                              "mean_staleness": [1.5, float("nan"), 4.0],  # 3/2, no task, 4/1
                              "predicted_staleness": [float("nan")] * 3,  # no prediction given
-                             "discarded": [1, 0, 0], "cancelled": [0, 2, 0],
+                             "held": [0, 0, 3], "discarded": [1, 0, 0], "cancelled": [0, 2, 0],
                              "busy_time": [5.0, 0.0, 1.5], "wasted_time": [0.5, 0.75, 0.0], "rate": [1.0, 0.2, 0.5],
                              "num_samples": [10, 20, 30], "routing_p": [0.5, 0.25, 0.25]})
     pd.testing.assert_frame_equal(frame, expected, check_exact=True, check_dtype=False)

@@ -1,7 +1,7 @@
 """Server rules: each turns a batch of arrivals into the next global model.
 
 One module per rule family (``fedavg``: ``sfl`` and ``afl``; ``fedasync``; ``fedbuff``;
-``asyncsgd``; ``rennala``; ``ringmaster``; ``msync``; ``fadas``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
+``asyncsgd``; ``rennala``; ``ringmaster``; ``ringleader``; ``msync``; ``fadas``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
 asks for (how many arrivals form an update, synchronous or not, model or gradient, its
 defaults and checks). ``staleness`` holds the staleness functions ``s(tau)`` and ``lr`` the
 step-size rules the rules use. The simulator buffers arrivals until a rule's batch is full,
@@ -17,12 +17,14 @@ from afl.rules.fedavg import AFL, SFL
 from afl.rules.fedbuff import FEDBUFF
 from afl.rules.msync import MSYNC
 from afl.rules.rennala import RENNALA
+from afl.rules.ringleader import RINGLEADER
 from afl.rules.ringmaster import RINGMASTER
 from afl.rules.spec import Arrival, Rule
 
 __all__ = ["RULES", "Arrival", "Rule", "get", "make", "validate"]
 
-RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, MSYNC, FADAS)}
+RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, RINGLEADER,
+                                                 MSYNC, FADAS)}
 
 # Keys unset by default (what they name): setting one for a rule that does not read it is a mistake.
 _UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a delay threshold R", "stop_stale": "stopped computations",

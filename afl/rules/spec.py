@@ -46,7 +46,8 @@ class Rule:
     """A server rule's facts. ``algorithm`` below is the config's ``algorithm`` section.
 
     - ``build(algorithm, s, routing)``: the aggregator, whose ``aggregate(x, arrivals, taus)``
-      returns the new model and the weight (or step) applied to each arrival; one that keeps
+      returns the new model and the weight (or step) applied to each arrival, or ``(None, None)``
+      when it holds the arrivals for later steps without a step now (Ringleader's table); one that keeps
       state between updates (FADAS's moments) keeps it in a ``state`` dict of tensors and
       numbers, which every checkpoint saves and a resume restores;
     - ``batch(algorithm)``: arrivals per server update (the server buffers until it is full);
@@ -63,7 +64,9 @@ class Rule:
       the largest staleness of a result it applies (a staler one is discarded on arrival);
       ``cancel_after(algorithm)``, the largest staleness a task in flight may reach (it is stopped
       when an update would make it staler, which needs one task per client). A stopped or
-      discarded task's client gets a new one on the current model.
+      discarded task's client gets a new one on the current model;
+    - ``all_clients``: one computation in flight on every client, always (``concurrency`` must
+      be the number of clients, selection without replacement).
     """
 
     name: str
@@ -79,3 +82,4 @@ class Rule:
     check: Callable[[Any], None] = _no_check
     discard_after: Callable[[Any], int | None] = _never
     cancel_after: Callable[[Any], int | None] = _never
+    all_clients: bool = False

@@ -109,6 +109,8 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
             arrivals.append(Arrival(t.client, t.base_version, t.base, result.vector, sizes[t.client],
                                     result.train_loss))
         x_new, weights = aggregator.aggregate(x, arrivals, taus)
+        if x_new is None:  # the rule holds them for a later update
+            return None, 0.0
         update_norm = float((x_new - x).norm()) if x_new.numel() else 0.0  # no model under the null workload
         if on_update is not None:
             on_update(version, now, tasks, arrivals, taus, weights, update_norm)

@@ -90,8 +90,9 @@ class Recorder:
 
 def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarray,
                   predicted_staleness: np.ndarray | None = None) -> pd.DataFrame:
-    """Per client: tasks applied, mean staleness of its applied results, results discarded and tasks
-    stopped by the rule, busy time and the part of it wasted on those, and its setting.
+    """Per client: tasks applied, mean staleness of its applied results, results held by the rule for
+    later updates, results discarded and tasks stopped by the rule, busy time and the part of it
+    wasted on those, and its setting.
 
     ``predicted_staleness``: the closed Jackson network's ``E[tau_i]`` (``afl.queueing.network``),
     NaN where the run is not in that setting (see ``afl.queueing.model.jackson_reasons``).
@@ -103,6 +104,6 @@ def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarr
         predicted_staleness = np.full(len(tasks), np.nan)
     return pd.DataFrame({"client": np.arange(len(tasks)), "tasks": tasks, "mean_staleness": mean_staleness,
                          "predicted_staleness": np.asarray(predicted_staleness, dtype=float),
-                         "discarded": stats.discarded, "cancelled": stats.cancelled,
+                         "held": stats.held, "discarded": stats.discarded, "cancelled": stats.cancelled,
                          "busy_time": stats.busy_time, "wasted_time": stats.wasted_time, "rate": rates, "num_samples": sizes,
                          "routing_p": routing})

@@ -42,8 +42,9 @@ from afl.sim.tasks import Task
 class ClientStats:
     """Per-client counters: lists while a simulation runs (cheap scalar updates), arrays in its Outcome.
 
-    ``tasks``: results applied; ``discarded``: results returned but refused by the rule (too
-    stale); ``cancelled``: tasks stopped in flight (too stale, or over the time limit);
+    ``tasks``: results applied in an update; ``held``: results the rule kept for later updates
+    without one of their own (Ringleader's table); ``discarded``: results returned but refused by
+    the rule (too stale); ``cancelled``: tasks stopped in flight (too stale, or over the time limit);
     ``busy_time``: time spent computing, ``wasted_time`` the part of it whose result was never
     applied (a discarded task's whole duration, a cancelled one's time until it stopped).
     """
@@ -54,15 +55,17 @@ class ClientStats:
     discarded: list | np.ndarray
     cancelled: list | np.ndarray
     wasted_time: list | np.ndarray
+    held: list | np.ndarray
 
     @classmethod
     def zeros(cls, n: int) -> ClientStats:
-        return cls([0] * n, [0.0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n)
+        return cls([0] * n, [0.0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n, [0] * n)
 
     def arrays(self) -> ClientStats:
         return ClientStats(np.array(self.tasks, np.int64), np.array(self.staleness_sum, float),
                            np.array(self.busy_time, float), np.array(self.discarded, np.int64),
-                           np.array(self.cancelled, np.int64), np.array(self.wasted_time, float))
+                           np.array(self.cancelled, np.int64), np.array(self.wasted_time, float),
+                           np.array(self.held, np.int64))
 
 
 @dataclass
@@ -88,7 +91,8 @@ class Simulation:
     """One run of a server rule over ``n`` clients until its budget is spent.
 
     ``server(x, tasks, taus, version, now) -> (x_new, update_norm)`` applies the rule to the
-    buffered tasks (``version`` is the one the update creates); ``batch`` tasks form an update
+    buffered tasks (``version`` is the one the update creates; ``x_new`` None: the rule holds
+    them for later, no update); ``batch`` tasks form an update
     and ``barrier`` makes rounds synchronous (``afl.rules.Rule``). ``rates``, ``routing`` and
     ``steps`` are per client (local steps of a task, for ``timing.per: step``); ``timing`` is
     the config's timing section. ``on_eval(x, version, now)`` returns the test loss or None.
@@ -310,6 +314,10 @@ class Simulation:
         taus = [self.version - t.base_version for t in tasks]
         now = self.loop.time()
         x, update_norm = self.server(self.x, tasks, taus, self.version + 1, now)
+        if x is None:  # held by the rule for a later update
+            for t in tasks:
+                self.stats.held[t.client] += 1
+            return
         self.version += 1
         for t, tau in zip(tasks, taus):
             self.stats.tasks[t.client] += 1
