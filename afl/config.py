@@ -29,6 +29,7 @@ from afl.rules import lr as lr_rules
 from afl.rules import staleness
 from afl.rules.fedbuff import DEFAULT_BUFFER
 from afl.sim.selection import power_routing
+from afl.sim.timing import service_cdf
 
 DATASETS = ("mnist", "cifar10", "synthetic")
 MODELS = ("cnn", "resnet20", "mlp", "logreg")
@@ -137,9 +138,10 @@ class AlgorithmConfig:
                                       factory=StalenessConfig)
     buffer_size: int | None = _key(f"results per server step: fedbuff's buffer K, rennala's batch S (default "
                                    f"min(m, {DEFAULT_BUFFER})), fadas's M (default min(m, 5)), msync's first m of a "
-                                   "round (default: all)")
+                                   "round (default: all), mindflayer's S, the gradients a round aims at (default "
+                                   "min(m, 10))")
     mixing: float = _key("fedasync mixing a in a_t = a s(tau)", 0.5)
-    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/ringleader/msync gamma)", 1.0)
+    server_lr: float = _key("server step size (fedbuff eta_g, asyncsgd eta, rennala/ringmaster/ringleader/msync/mindflayer gamma)", 1.0)
     step_rule: str = _key("asyncsgd/fadas step size rule", "constant", lr_rules.STEP_RULES)
     tau_c: int | None = _key("delay-adaptive threshold tau_C (default: m)")
     drop_stale: bool = _key("delay-adaptive: drop updates with tau > tau_C instead of shrinking",
@@ -158,6 +160,8 @@ class AlgorithmConfig:
     server_beta1: float | None = _key("fadas: AMSGrad's first-moment decay beta1 (default 0.9)", added=True)
     server_beta2: float | None = _key("fadas: AMSGrad's second-moment decay beta2 (default 0.99)", added=True)
     server_eps: float | None = _key("fadas: AMSGrad's epsilon (default 1e-8)", added=True)
+    time_limit: float | None = _key("mindflayer: an attempt whose draw S (timing.distribution, a rate-1 client's "
+                                    "time) exceeds it is stopped at the time of S = time_limit", added=True)
 
 
 @dataclass(frozen=True)
@@ -553,6 +557,10 @@ def validate(cfg: Config) -> Config:
     _positive("timing.sigma", t.sigma, 1.0)
     _at_least("timing.download", t.download, 0.0, 0.0)
     _at_least("timing.upload", t.upload, 0.0, 0.0)
+    limit = rule.time_limit(a)
+    if limit is not None and service_cdf(t, limit) == 0:
+        _fail("algorithm.time_limit", f"no draw of timing.distribution {t.distribution} is below {limit}: every "
+              "attempt would be stopped", "raise it above the distribution's smallest draw")
     _check_rates(t.rates)
     mod = t.modulation
     if mod.kind == "markov":

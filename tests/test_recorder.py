@@ -265,8 +265,8 @@ def real_run(tmp_path_factory):
             models.append((x.detach().clone(), x_new.detach().clone()))
             return x_new, weights
 
-    def recording_make(algorithm, routing):
-        return Recording(make(algorithm, routing))
+    def recording_make(algorithm, clients):
+        return Recording(make(algorithm, clients))
 
     cfg = load_config({"seed": 10, "data": {"name": "synthetic", "num_clients": 6},
                        "algorithm": {"name": "afl", "concurrency": 2}, "client": {"batch_size": 16},

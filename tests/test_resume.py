@@ -35,6 +35,8 @@ RULES = {
               "client": {"epochs": None}},
     "ringleader": {"algorithm": {"name": "ringleader", "concurrency": 6, "server_lr": 0.05},
                    "client": {"epochs": None}},
+    "mindflayer": {"algorithm": {"name": "mindflayer", "concurrency": 6, "buffer_size": 4, "time_limit": 1.5,
+                                 "server_lr": 0.05}, "client": {"epochs": None}},
     # A rule with state between updates (its moments, afl.rules.fadas).
     "fadas": {"algorithm": {"name": "fadas", "concurrency": 4, "buffer_size": 2, "server_lr": 0.01,
                             "step_rule": "delay_adaptive", "tau_c": 1}},

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from afl import rules
-from afl.rules import Arrival, make
+from afl.rules import Arrival, Clients, make
 from afl.config import load_config
 from afl.config import routing_vector
 
@@ -24,7 +24,8 @@ def vec(*values: float) -> torch.Tensor:
 def rule_of(algorithm: dict, num_clients: int = 4):
     cfg = load_config({"data": {"num_clients": num_clients}, "algorithm": algorithm,
                        "run": {"workload": "none", "updates": 10}})
-    return make(cfg.algorithm, routing_vector(cfg.algorithm.routing, np.ones(num_clients)))
+    return make(cfg.algorithm, Clients(routing_vector(cfg.algorithm.routing, np.ones(num_clients)),
+                                       np.ones(num_clients), cfg.timing))
 
 
 def arrival(vector, *, client=0, n=1, base=None, base_version=0) -> Arrival:

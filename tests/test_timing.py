@@ -74,6 +74,24 @@ def test_lognormal_draw_has_mean_one_over_mu_and_log_std_sigma():
     assert stats.kstest(logs, stats.norm(loc=-sigma**2 / 2, scale=sigma).cdf).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("keys, law", [
+    ({"distribution": "exponential"}, stats.expon()),
+    ({"distribution": "uniform", "low": 0.5, "high": 2.0}, stats.uniform(0.5, 1.5)),
+    ({"distribution": "lognormal", "sigma": 1.5}, stats.lognorm(1.5, scale=math.exp(-1.5**2 / 2))),
+])
+def test_service_cdf_is_the_law_of_the_draws(keys, law):
+    cfg = timing_config(**keys)
+    draw = timing.ServiceDraws(cfg, 0)
+    s = np.array([draw(2, k) for k in range(DRAWS)])
+    for q in (0.1, 0.5, 0.9, 0.99):
+        t = float(law.ppf(q))
+        assert timing.service_cdf(cfg, t) == pytest.approx(q, abs=1e-12)  # scipy's law, to rounding
+        assert abs((s <= t).mean() - q) < 5 * math.sqrt(q * (1 - q) / DRAWS)  # and the draws'
+    assert timing.service_cdf(cfg, 0.0) == 0.0
+    constant = timing_config(distribution="constant")
+    assert (timing.service_cdf(constant, 0.999), timing.service_cdf(constant, 1.0)) == (0.0, 1.0)
+
+
 def test_download_and_upload_add_to_every_draw():
     plain = durations(timing_config(distribution="exponential"), 1.0)
     padded = durations(timing_config(distribution="exponential", download=0.3, upload=1.2), 1.0)

@@ -1,7 +1,7 @@
 """Server rules: each turns a batch of arrivals into the next global model.
 
 One module per rule family (``fedavg``: ``sfl`` and ``afl``; ``fedasync``; ``fedbuff``;
-``asyncsgd``; ``rennala``; ``ringmaster``; ``ringleader``; ``msync``; ``fadas``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
+``asyncsgd``; ``rennala``; ``ringmaster``; ``ringleader``; ``msync``; ``fadas``; ``mindflayer``), each ending with its ``Rule`` (``afl.rules.spec``): the facts the rest of afl
 asks for (how many arrivals form an update, synchronous or not, model or gradient, its
 defaults and checks). ``staleness`` holds the staleness functions ``s(tau)`` and ``lr`` the
 step-size rules the rules use. The simulator buffers arrivals until a rule's batch is full,
@@ -15,21 +15,23 @@ from afl.rules.fedasync import FEDASYNC
 from afl.rules.fadas import FADAS
 from afl.rules.fedavg import AFL, SFL
 from afl.rules.fedbuff import FEDBUFF
+from afl.rules.mindflayer import MINDFLAYER
 from afl.rules.msync import MSYNC
 from afl.rules.rennala import RENNALA
 from afl.rules.ringleader import RINGLEADER
 from afl.rules.ringmaster import RINGMASTER
-from afl.rules.spec import Arrival, Rule
+from afl.rules.spec import Arrival, Clients, Rule
 
-__all__ = ["RULES", "Arrival", "Rule", "get", "make", "validate"]
+__all__ = ["RULES", "Arrival", "Clients", "Rule", "get", "make", "validate"]
 
 RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, RINGLEADER,
-                                                 MSYNC, FADAS)}
+                                                 MSYNC, FADAS, MINDFLAYER)}
 
 # Keys unset by default (what they name): setting one for a rule that does not read it is a mistake.
 _UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a delay threshold R", "stop_stale": "stopped computations",
                       "drop_stale": "dropped stale updates", "server_beta1": "server moments",
-                      "server_beta2": "server moments", "server_eps": "server moments"}
+                      "server_beta2": "server moments", "server_eps": "server moments",
+                      "time_limit": "a time limit per attempt"}
 
 
 def get(name: str) -> Rule:
@@ -42,9 +44,10 @@ def staleness_function(algorithm):
     return staleness.make(st.name, **{k: getattr(st, k) for k in ("a", "b", "beta") if getattr(st, k) is not None})
 
 
-def make(algorithm, routing):
-    """The aggregator of the config's ``algorithm`` section; ``routing`` is p (asyncsgd's ``1/(n p_i)``)."""
-    return RULES[algorithm.name].build(algorithm, staleness_function(algorithm), routing)
+def make(algorithm, clients: Clients):
+    """The aggregator of the config's ``algorithm`` section for ``clients`` (their routing p, asyncsgd's
+    ``1/(n p_i)``; their rates and timing, mindflayer's attempts)."""
+    return RULES[algorithm.name].build(algorithm, staleness_function(algorithm), clients)
 
 
 def validate(algorithm) -> None:

@@ -36,6 +36,6 @@ class AsyncSGD:
 
 ASYNCSGD = Rule(
     name="asyncsgd",
-    build=lambda a, s, routing: AsyncSGD(a.server_lr, routing, a.step_rule, a.tau_c, a.drop_stale, s),
+    build=lambda a, s, clients: AsyncSGD(a.server_lr, clients.routing, a.step_rule, a.tau_c, a.drop_stale, s),
     gradient=True, selection="routing", keys=("server_lr", "step_rule", "tau_c", "drop_stale", "staleness"),
 )

@@ -72,7 +72,7 @@ def _defaults(a) -> dict:
 
 
 FADAS = Rule(
-    name="fadas", build=lambda a, s, routing: Fadas(a.buffer_size, a.server_lr, a.server_beta1, a.server_beta2,
+    name="fadas", build=lambda a, s, clients: Fadas(a.buffer_size, a.server_lr, a.server_beta1, a.server_beta2,
                                                     a.server_eps, a.step_rule == "delay_adaptive", a.tau_c),
     batch=lambda a: a.buffer_size,
     keys=("buffer_size", "server_lr", "step_rule", "tau_c", "server_beta1", "server_beta2", "server_eps"),

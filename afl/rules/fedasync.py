@@ -21,5 +21,5 @@ class FedAsync:
         return x.lerp(arrival.vector, a_t), np.array([a_t])  # x + a_t (x_i - x)
 
 
-FEDASYNC = Rule(name="fedasync", build=lambda a, s, routing: FedAsync(a.mixing, s), staleness="polynomial",
+FEDASYNC = Rule(name="fedasync", build=lambda a, s, clients: FedAsync(a.mixing, s), staleness="polynomial",
                 keys=("mixing", "staleness"))

@@ -49,12 +49,12 @@ class StalenessAwareFedAvg:
 
 
 SFL = Rule(
-    name="sfl", build=lambda a, s, routing: SyncFedAvg(a.weighting), batch=lambda a: a.concurrency,
+    name="sfl", build=lambda a, s, clients: SyncFedAvg(a.weighting), batch=lambda a: a.concurrency,
     barrier=True, keys=("weighting",),
 )
 # The first seed's two contributions: staleness weights s(tau) (polynomial by default) and the
 # delay-aware local learning rate (afl.rules.lr.delay_aware), the default local rule here.
 AFL = Rule(
-    name="afl", build=lambda a, s, routing: StalenessAwareFedAvg(a.weighting, s), batch=lambda a: a.concurrency,
+    name="afl", build=lambda a, s, clients: StalenessAwareFedAvg(a.weighting, s), batch=lambda a: a.concurrency,
     staleness="polynomial", lr_rule="delay_aware", keys=("weighting", "staleness"),
 )

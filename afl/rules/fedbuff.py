@@ -37,7 +37,7 @@ def check_buffer(a) -> None:
 
 
 FEDBUFF = Rule(
-    name="fedbuff", build=lambda a, s, routing: FedBuff(a.buffer_size, a.server_lr, s), batch=lambda a: a.buffer_size,
+    name="fedbuff", build=lambda a, s, clients: FedBuff(a.buffer_size, a.server_lr, s), batch=lambda a: a.buffer_size,
     staleness="fedbuff", keys=("buffer_size", "server_lr", "staleness"),
     defaults=lambda a: {"buffer_size": a.buffer_size if a.buffer_size is not None else min(a.concurrency, DEFAULT_BUFFER)},
     check=check_buffer,

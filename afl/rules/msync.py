@@ -27,7 +27,7 @@ def _check(a) -> None:
 
 
 MSYNC = Rule(
-    name="msync", build=lambda a, s, routing: MSync(a.server_lr), batch=lambda a: a.buffer_size, barrier=True,
+    name="msync", build=lambda a, s, clients: MSync(a.server_lr), batch=lambda a: a.buffer_size, barrier=True,
     gradient=True, keys=("buffer_size", "server_lr"),
     defaults=lambda a: {"buffer_size": a.buffer_size if a.buffer_size is not None else a.concurrency},
     check=_check, cancel_after=lambda a: 0,

@@ -40,7 +40,7 @@ def _check(a) -> None:
 
 
 RENNALA = Rule(
-    name="rennala", build=lambda a, s, routing: Rennala(a.server_lr), batch=lambda a: a.buffer_size, gradient=True,
+    name="rennala", build=lambda a, s, clients: Rennala(a.server_lr), batch=lambda a: a.buffer_size, gradient=True,
     keys=("buffer_size", "server_lr"),
     defaults=lambda a: {"buffer_size": a.buffer_size if a.buffer_size is not None else min(a.concurrency, DEFAULT_BATCH)},
     check=_check, discard_after=lambda a: 0,

@@ -64,6 +64,6 @@ class Ringleader:
 
 
 RINGLEADER = Rule(
-    name="ringleader", build=lambda a, s, routing: Ringleader(len(routing), a.server_lr), gradient=True,
+    name="ringleader", build=lambda a, s, clients: Ringleader(len(clients.routing), a.server_lr), gradient=True,
     keys=("server_lr",), all_clients=True,
 )

@@ -33,7 +33,7 @@ def _check(a) -> None:
 
 
 RINGMASTER = Rule(
-    name="ringmaster", build=lambda a, s, routing: Ringmaster(a.server_lr), gradient=True,
+    name="ringmaster", build=lambda a, s, clients: Ringmaster(a.server_lr), gradient=True,
     keys=("server_lr", "max_delay", "stop_stale"),
     defaults=lambda a: {"max_delay": a.max_delay if a.max_delay is not None else a.concurrency},
     check=_check,

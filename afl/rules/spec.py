@@ -25,6 +25,16 @@ class Arrival:
     train_loss: float
 
 
+@dataclass(frozen=True)
+class Clients:
+    """What a rule may know of the clients: routing probabilities ``p_i``, rates ``mu_i`` (their
+    mean speeds) and the config's ``timing`` section (``afl.sim.timing``)."""
+
+    routing: Any
+    rates: Any
+    timing: Any
+
+
 def _one(algorithm) -> int:
     return 1
 
@@ -45,12 +55,13 @@ def _never(algorithm) -> None:
 class Rule:
     """A server rule's facts. ``algorithm`` below is the config's ``algorithm`` section.
 
-    - ``build(algorithm, s, routing)``: the aggregator, whose ``aggregate(x, arrivals, taus)``
+    - ``build(algorithm, s, clients)``: the aggregator (``clients``: ``Clients``), whose ``aggregate(x, arrivals, taus)``
       returns the new model and the weight (or step) applied to each arrival, or ``(None, None)``
       when it holds the arrivals for later steps without a step now (Ringleader's table); one that keeps
       state between updates (FADAS's moments) keeps it in a ``state`` dict of tensors and
       numbers, which every checkpoint saves and a resume restores;
-    - ``batch(algorithm)``: arrivals per server update (the server buffers until it is full);
+    - ``batch(algorithm)``: arrivals per server update (the server buffers until it is full; under a
+      ``plan``, about how many a round brings, for budgets);
     - ``barrier``: synchronous rounds: a new round of ``m`` tasks only when none is in flight;
     - ``gradient``: a task returns one stochastic gradient at the model it was sent (one local
       step), not a locally trained model;
@@ -65,12 +76,16 @@ class Rule:
       ``cancel_after(algorithm)``, the largest staleness a task in flight may reach (it is stopped
       when an update would make it staler, which needs one task per client). A stopped or
       discarded task's client gets a new one on the current model;
-    - ``all_clients``: one computation in flight on every client, always (``concurrency`` must
-      be the number of clients, selection without replacement).
+    - ``all_clients``: it works with every client (``concurrency`` must be the number of
+      clients, selection without replacement): one computation in flight on each, or its plan;
+    - ``plan(algorithm, clients)``: a synchronous rule's tasks per client and round, all on the
+      round's model, its update on every result of the round (None: ``m`` selected clients);
+    - ``time_limit(algorithm)``: a task whose draw ``S`` (``afl.sim.timing``) exceeds it is
+      stopped at the time of ``S = time_limit`` (None: none is).
     """
 
     name: str
-    build: Callable[[Any, Callable, Any], Any]
+    build: Callable[[Any, Callable, Clients], Any]
     batch: Callable[[Any], int] = _one
     barrier: bool = False
     gradient: bool = False
@@ -83,3 +98,5 @@ class Rule:
     discard_after: Callable[[Any], int | None] = _never
     cancel_after: Callable[[Any], int | None] = _never
     all_clients: bool = False
+    plan: Callable[[Any, Clients], list[int] | None] = lambda algorithm, clients: None
+    time_limit: Callable[[Any], float | None] = _never

@@ -99,7 +99,8 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
     else:
         model, x0, workload = None, torch.zeros(0), NullWorkload(rule.gradient)
     executor = LazyExecutor(workload, TaskResult)
-    aggregator = rules.make(cfg.algorithm, fed.routing)
+    clients = rules.Clients(fed.routing, fed.rates, cfg.timing)
+    aggregator = rules.make(cfg.algorithm, clients)
     sizes = fed.sizes.tolist()
 
     def server(x, tasks, taus, version, now):
@@ -123,5 +124,5 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
         eval_every=run.eval_every, on_eval=on_eval, on_checkpoint=on_checkpoint,
         checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested,
         speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed), discard_after=rule.discard_after(a),
-        cancel_after=rule.cancel_after(a))
+        cancel_after=rule.cancel_after(a), plan=rule.plan(a, clients), time_limit=rule.time_limit(a))
     return Run(cfg, device, fed, model, workload, rule, aggregator, steps, total, simulation)

@@ -105,6 +105,12 @@ class Simulation:
     result never reaches ``server`` (nor is it computed, if it was not yet), its client is free
     at once and a replacement is dispatched on the current model, as for an arrival. Stopping
     tasks in flight needs one task per client (selection without replacement).
+
+    A synchronous rule may instead plan its rounds (``plan``: tasks per client per round, all on
+    the round's model, queued FIFO at each client; no selection): the update then applies every
+    result of the round once the last task of the round is done (no update if none came back).
+    ``time_limit``: a task whose draw ``S`` exceeds it is stopped when its time with ``S =
+    time_limit`` is up (counted ``cancelled``, that time wasted; its result is never computed).
     """
 
     def __init__(self, server: Callable, executor, x0: Any, *, m: int, batch: int, barrier: bool,
@@ -112,7 +118,8 @@ class Simulation:
                  seed: int, budget: Budget, eval_every: int, on_eval: Callable,
                  on_checkpoint: Callable | None = None, checkpoint_every: int | None = None,
                  checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False,
-                 speeds: Any = None, discard_after: int | None = None, cancel_after: int | None = None):
+                 speeds: Any = None, discard_after: int | None = None, cancel_after: int | None = None,
+                 plan: list[int] | None = None, time_limit: float | None = None):
         self.server, self.executor = server, executor
         self.batch, self.barrier, self.timing = batch, barrier, timing
         self.rates, self.steps = rates.tolist(), np.asarray(steps).tolist()
@@ -128,6 +135,9 @@ class Simulation:
         self.task_count = np.zeros(n, dtype=np.int64)
         self.stats = ClientStats.zeros(n)
         self.discard_after, self.cancel_after = discard_after, cancel_after
+        self.plan, self.time_limit = plan, time_limit
+        if plan is not None and not barrier:
+            raise ValueError("a planned round is synchronous: barrier must be set")
         if cancel_after is not None and selection != "without_replacement":
             raise ValueError("stopping tasks in flight needs one task per client: selection without_replacement")
         self.timers: dict[int, asyncio.TimerHandle] = {}  # each busy client's completion timer
@@ -164,7 +174,7 @@ class Simulation:
                                                             self._complete, client)
         else:
             self.on_eval(self.x, self.version, 0.0)
-            self._dispatch(self.m)
+            self._round()
         return await self.finished
 
     def _crash(self, loop, context: dict) -> None:
@@ -186,30 +196,46 @@ class Simulation:
 
     def _dispatch(self, k: int) -> None:
         """Send the current model to ``k`` selected clients."""
-        now = self.loop.time()
         for _ in range(k):
-            client = self.selector.pick()
-            index = int(self.task_count[client])
-            self.task_count[client] = index + 1
-            queue = self.queues.get(client)
-            if self.speeds.varying:  # the task's duration depends on when it will start
-                duration = durations.varying_task_duration(self.timing, self.speeds, client,
-                                                           now if queue is None else self._free_at(queue, now),
-                                                           self.steps[client], self.service(client, index))
-            else:
-                duration = durations.task_duration(self.timing, self.rates[client], self.steps[client],
-                                                   self.service(client, index))
-            task = Task(self.next_id, client, index, self.version, self.x, now, duration)
-            self.next_id += 1
-            self.in_flight += 1
+            self._send(self.selector.pick())
+
+    def _round(self) -> None:
+        """A synchronous round: ``m`` selected clients, or the rule's plan of tasks per client."""
+        if self.plan is None:
+            self._dispatch(self.m)
+        else:
+            for client, count in enumerate(self.plan):
+                for _ in range(count):
+                    self._send(client)
+
+    def _send(self, client: int) -> None:
+        """Send the current model to ``client``: a task at the end of its queue."""
+        now = self.loop.time()
+        index = int(self.task_count[client])
+        self.task_count[client] = index + 1
+        queue = self.queues.get(client)
+        service = self.service(client, index)
+        cut = self.time_limit is not None and service > self.time_limit
+        if cut:  # stopped at the time limit: it takes the time of a draw equal to the limit
+            service = self.time_limit
+        if self.speeds.varying:  # the task's duration depends on when it will start
+            duration = durations.varying_task_duration(self.timing, self.speeds, client,
+                                                       now if queue is None else self._free_at(queue, now),
+                                                       self.steps[client], service)
+        else:
+            duration = durations.task_duration(self.timing, self.rates[client], self.steps[client], service)
+        task = Task(self.next_id, client, index, self.version, self.x, now, duration, cut=cut)
+        self.next_id += 1
+        self.in_flight += 1
+        if not cut:
             self.executor.submit(task)
-            if self.cancel_after is not None:
-                self.flight.append(task)
-            if queue is None:
-                self.queues[client] = deque((task,))
-                self.loop.call_soon(self._start, client)
-            else:
-                queue.append(task)
+        if self.cancel_after is not None:
+            self.flight.append(task)
+        if queue is None:
+            self.queues[client] = deque((task,))
+            self.loop.call_soon(self._start, client)
+        else:
+            queue.append(task)
 
     @staticmethod
     def _free_at(queue: deque, now: float) -> float:
@@ -280,20 +306,24 @@ class Simulation:
             self._finish("completed", "time budget spent")
             return
         self.in_flight -= 1
-        self.results += 1
-        if not self.queues[task.client]:
+        if not self.queues[task.client] and self.plan is None:
             self.selector.release(task.client)
         stopped = 0
-        if self.discard_after is not None and self.version - task.base_version > self.discard_after:
+        if task.cut:  # stopped at the time limit: nothing came back
+            self.stats.cancelled[task.client] += 1
+            self.stats.wasted_time[task.client] += task.duration
+        elif self.discard_after is not None and self.version - task.base_version > self.discard_after:
+            self.results += 1
             self.stats.discarded[task.client] += 1
             self.stats.wasted_time[task.client] += task.duration
             self.executor.discard(task)
         else:
+            self.results += 1
             self.buffer.append(task)
-            if len(self.buffer) == self.batch:
-                self._apply()
-                if self.cancel_after is not None and self.outcome is None:
-                    stopped = self._stop_stale()
+        if self.buffer and (len(self.buffer) == self.batch if self.plan is None else self.in_flight == 0):
+            self._apply()
+            if self.cancel_after is not None and self.outcome is None:
+                stopped = self._stop_stale()
         if self.outcome is None and self.results >= self.budget.results:
             self._finish("completed", "round budget spent")
         self._replace(1 + stopped)
@@ -305,7 +335,7 @@ class Simulation:
             if not self.barrier:
                 self._dispatch(k)
             elif self.in_flight == 0:
-                self._dispatch(self.m)
+                self._round()
 
     def _apply(self) -> None:
         """Apply the rule to the buffered tasks (``server``): their results are fetched only now,
@@ -382,6 +412,8 @@ class Simulation:
             if self.cancel_after is not None:
                 self.flight.append(task)
         for task in sorted(queued + self.buffer, key=lambda t: t.id):  # the executor's pending order
+            if task.cut:
+                continue  # never computed
             if task.id in state["computed"]:
                 self.executor.restore(task, state["computed"][task.id])
             else:

@@ -15,3 +15,4 @@ class Task:
     duration: float  # virtual service time: download + compute + upload
     start_time: float = float("nan")  # when the client started it (later than dispatch if queued)
     timer_seq: int = -1  # tie-breaking number of its completion timer (see afl.sim.clock)
+    cut: bool = False  # stopped at the rule's time limit: no result

@@ -145,6 +145,18 @@ class ServiceDraws:
         return 1.0
 
 
+def service_cdf(cfg, s: float) -> float:
+    """``P(S <= s)`` for ``ServiceDraws``' draw: ``1 - e^-s`` (exponential), ``(s - low) / (high - low)``
+    clipped to [0, 1] (uniform), ``Phi((ln s + sigma^2 / 2) / sigma)`` (lognormal of mean 1), ``[s >= 1]``."""
+    if cfg.distribution == "exponential":
+        return 1.0 - math.exp(-s) if s > 0 else 0.0
+    if cfg.distribution == "uniform":
+        return min(max((s - cfg.low) / (cfg.high - cfg.low), 0.0), 1.0)
+    if cfg.distribution == "lognormal":
+        return _NORMAL.cdf((math.log(s) + cfg.sigma**2 / 2) / cfg.sigma) if s > 0 else 0.0
+    return 1.0 if s >= 1.0 else 0.0
+
+
 def mean_service(cfg) -> float:
     """``E[S]``, the mean of ``ServiceDraws``' draw: ``(low + high) / 2`` for ``uniform``, else 1
     (``exponential`` Exp(1), ``constant`` 1, ``lognormal`` ``exp(sigma Z - sigma^2 / 2)``)."""
