@@ -31,6 +31,14 @@ def train_tables(out: Path, raw: dict):
     info = train(cfg, out, progress=False)
     return (cfg, info, *(pd.read_parquet(out / name) for name in ("updates.parquet", "evals.parquet", "clients.parquet")))
 
+def assert_same_events(a: tuple, b: tuple) -> None:
+    """Two ``train_tables`` results have the same updates, evals and clients tables, bit for bit
+    (wall-clock times aside)."""
+    for x, y in zip(a[2:], b[2:]):
+        pd.testing.assert_frame_equal(x.drop(columns=["wall_time"], errors="ignore"),
+                                      y.drop(columns=["wall_time"], errors="ignore"), check_exact=True)
+
+
 # ---------------------------------------------------------------- SLURM (tests/*_slurm*.py)
 
 SLURM_PARTITION = "debug"  # the partition of the local test cluster (cluster/local-slurm.sh)

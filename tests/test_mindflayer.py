@@ -2,14 +2,13 @@
 simulation against the keyed draws (which attempts are stopped, when each round ends)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from afl.config import load_config
 from afl.errors import ConfigError
 from afl.rules.mindflayer import attempts
 from afl.sim import timing
-from helpers import train_tables
+from helpers import assert_same_events, train_tables
 
 
 @pytest.mark.parametrize("p, limits, batch, expected", [
@@ -65,9 +64,7 @@ def test_rounds_follow_the_draws(tmp_path):
 
 def test_same_seed_same_events(tmp_path):
     a, b = lognormal_run(tmp_path / "a", updates=10), lognormal_run(tmp_path / "b", updates=10)
-    for x, y in zip(a[2:], b[2:]):
-        pd.testing.assert_frame_equal(x.drop(columns=["wall_time"], errors="ignore"),
-                                      y.drop(columns=["wall_time"], errors="ignore"), check_exact=True)
+    assert_same_events(a, b)
 
 
 @pytest.mark.parametrize("algorithm, timing_, key", [

@@ -7,13 +7,12 @@ client starts again on the current model (``afl.sim.simulator``).
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from afl.config import load_config
 from afl.errors import ConfigError
-from helpers import TWO_GROUPS, train_tables
+from helpers import TWO_GROUPS, assert_same_events, train_tables
 from test_rules import TOL, aggregate, arrival, rule_of, vec
 
 G1, G2, G3 = vec(1.0, -2.0, 4.0), vec(3.0, 0.0, -2.0), vec(-1.0, 5.0, 1.0)
@@ -144,9 +143,7 @@ def test_msync_applies_exactly_m_per_round(tmp_path):
 def test_same_seed_same_events(tmp_path, rule):
     a = null_run(rule, tmp_path / "a", updates=150)
     b = null_run(rule, tmp_path / "b", updates=150)
-    for x, y in zip(a[2:], b[2:]):
-        pd.testing.assert_frame_equal(x.drop(columns=["wall_time"], errors="ignore"),
-                                      y.drop(columns=["wall_time"], errors="ignore"), check_exact=True)
+    assert_same_events(a, b)
 
 
 # ----------------------------------------------------------------------------- bad configs

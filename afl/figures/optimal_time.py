@@ -1,5 +1,6 @@
 """The ``optimal_time`` kind: virtual time until an evaluated metric first reaches ``target``
-against the number of workers (``x_key``), one line per method of the time-optimal family, each
+against the number of workers or another setting (``x_key``, ``x_label``), one line per method of
+the time-optimal family, each
 at its best ``tune`` value chosen on ``tuning_seeds`` and shown on the other seeds, beside the
 shape of Tyurin and Richtárik's lower bound for the clients' compute times; right, the share of
 the clients' busy time each method wasted on results it discarded or computations it stopped.
@@ -19,10 +20,12 @@ from afl.figures.common import PANEL
 from afl.figures.target import draw_costs, interval_label
 from afl.queueing.optimal import time_curve
 
-NAMES = {"asyncsgd": "AsyncSGD", "rennala": "Rennala SGD", "ringmaster": "Ringmaster ASGD", "fadas": "FADAS"}
-# Each family's own parameter, tuned beside the step: Rennala's batch S, Ringmaster's threshold R, m-sync's m.
+NAMES = {"asyncsgd": "AsyncSGD", "rennala": "Rennala SGD", "ringmaster": "Ringmaster ASGD", "fadas": "FADAS",
+         "ringleader": "Ringleader ASGD", "mindflayer": "MindFlayer SGD"}
+# Each family's own parameter, tuned beside the step: Rennala's batch S, Ringmaster's threshold R, m-sync's m,
+# MindFlayer's time limit.
 OWN = {"Rennala SGD": "algorithm.buffer_size", "Ringmaster ASGD": "algorithm.max_delay",
-       "m-synchronous SGD": "algorithm.buffer_size"}
+       "m-synchronous SGD": "algorithm.buffer_size", "MindFlayer SGD": "algorithm.time_limit"}
 
 
 def method_label(run: pd.Series) -> str:
@@ -143,7 +146,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         xs = sorted(per[x_key].unique())
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.minorticks_off()
-        ax.set_xlabel(f"workers n\n({x_key})")
+        ax.set_xlabel(f"{spec.get('x_label', 'workers n')}\n({x_key})")
     axes[0].set_yscale("log")
     axes[0].yaxis.set_major_formatter(ScalarFormatter())
     axes[0].yaxis.set_minor_formatter(NullFormatter())
