@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from afl import compare
 from afl.figures.common import PANEL
@@ -148,6 +148,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         ax.minorticks_off()
         ax.set_xlabel(f"{spec.get('x_label', 'workers n')}\n({x_key})")
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels within a single decade too
     axes[0].yaxis.set_major_formatter(ScalarFormatter())
     axes[0].yaxis.set_minor_formatter(NullFormatter())
     axes[0].set_ylabel("virtual time")
