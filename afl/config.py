@@ -222,7 +222,8 @@ class RunConfig:
     workload: str = _key("train, or none: skip training (timing/staleness studies)", "train",
                          WORKLOADS)
     device: str = _key("training device", "auto", DEVICES)
-    task_batch: int = _key("most pending tasks trained together in one batch (memory grows with it)", 64)
+    task_batch: int = _key("most pending tasks trained together in one batch (memory grows with it); on a CPU "
+                          "fewer: about 128 samples a pass for a convolutional model, 256 for others", 64)
     precision: str = _key("float arithmetic: tf32 (TensorFloat-32 matmuls and convolutions on CUDA, exact on "
                           "CPU), fp32 (exact everywhere), bf16 (bfloat16 autocast of local training, else tf32)",
                           "tf32", PRECISIONS)

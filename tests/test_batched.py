@@ -188,3 +188,22 @@ def test_augment_crops_the_padded_image_and_flips():
         out = augment(image, torch.tensor([dy * 18 + dx * 2 + flip]))
         crop = padded[:, :, dy:dy + 5, dx:dx + 6]
         torch.testing.assert_close(out, crop.flip(3) if flip else crop, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, shape, batch, limit, expected", [
+    ("cnn", (1, 6, 6), 10, 64, 13),  # 128 samples a pass: round(12.8)
+    ("cnn", (1, 6, 6), 64, 64, 2),
+    ("cnn", (1, 6, 6), 500, 64, 1),  # never fewer than one task
+    ("mlp", (1, 6, 6), 10, 64, 26),  # dense: 256 samples a pass: round(25.6)
+    ("mlp", (1, 6, 6), 10, 5, 5),  # run.task_batch caps it
+    ("logreg", (1, 6, 6), 64, 64, 4),
+])
+def test_tasks_per_pass_on_a_cpu(name, shape, batch, limit, expected):
+    model, x, y, *_ = setup(name, shape)
+    assert BatchedTrainer(model, x, y, Options()).tasks_per_pass(batch, limit) == expected
+
+
+def test_tasks_per_pass_off_the_cpu_is_the_limit():
+    model, x, y, *_ = setup("cnn", (1, 6, 6))
+    trainer = BatchedTrainer(model, x.to("meta"), y.to("meta"), Options())
+    assert trainer.tasks_per_pass(10, 64) == 64

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -80,3 +82,14 @@ def test_hundred_thousand_clients_train_in_bounded_memory(shared_data_root):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["n"] == 100_000 and result["m"] == 1000 and result["updates"] == 1500
     assert result["above_start_mb"] < 400, result
+
+
+def test_cross_device_times_afl_on_the_inputs_it_writes_for_the_peers(shared_data_root, tmp_path):
+    out = bench("cross_device.py", "--clients", 1000, "--samples", 600, "--models", "mlp", "--repeats", 1,
+                "--peers", "--inputs", tmp_path, "--data-root", shared_data_root)
+    assert "| 1000 | 1 | mlp | afl |" in out and "| 1.00x |" in out
+    folder = tmp_path / "clients1000"
+    data = np.load(folder / "data.npz")
+    assert data["shards"].shape == (1000, 60) and data["cohorts"].shape == (1, 50)
+    assert len(np.unique(data["shards"])) == 60000  # the partition covers MNIST once: IID, 60 each
+    assert (folder / "init_mlp.pt").exists()

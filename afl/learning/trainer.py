@@ -37,6 +37,11 @@ from afl.learning.local import LocalPlan, TaskResult, augment, gradient_batch, n
 from afl.learning.tables import FusedOptimizer, Rows, StepTables, pad, stop_checks, to_device
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+# On a CPU, about this many samples per pass (bench/cross_device.py, bench/RESULTS.md section 9):
+# a pass of more tasks than that keeps the cores no busier and spills the tasks' parameters
+# and gradients out of the caches (50 CNN tasks of batch 10 in one pass: 1,000 samples/s
+# against 1,500 at 10 to 25 tasks).
+CPU_SAMPLES_PER_PASS = {"conv": 128, "dense": 256}
 
 
 def configure_precision(precision: str) -> None:
@@ -84,6 +89,15 @@ class BatchedTrainer:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
             self.losses_fn = torch.compile(self._losses, dynamic=False, mode=mode)
 
+    def tasks_per_pass(self, batch_size: int, limit: int) -> int:
+        """How many tasks one pass trains together: up to ``limit`` (``run.task_batch``) on a
+        GPU; on a CPU about ``CPU_SAMPLES_PER_PASS`` samples' worth of tasks. A rule of the
+        shapes, not a timing, so that a run's float rounding does not depend on the machine's load."""
+        if self.device.type != "cpu":
+            return limit
+        target = CPU_SAMPLES_PER_PASS["conv" if self.grouped.images else "dense"]
+        return max(1, min(limit, round(target / batch_size)))
+
     def _inputs(self, idx: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
         """The batch ``x[idx]`` of each task (``idx``: ``[k, B]``) in the model's layout."""
         b = idx.shape[1]
@@ -117,7 +131,7 @@ class BatchedTrainer:
         grads = torch.autograd.grad(losses.sum(), leaves)
         with torch.no_grad():
             rows.losses[step, :k] = losses
-            rows.optimizer.step([p[:k] for p in rows.params], grads, rows.lrs[step, :k], step + 1)
+            rows.optimizer.step([p[:k] for p in rows.params], grads, rows.lrs[step, :k], rows.rates[step, :k], step + 1)
 
     def train(self, bases: list[torch.Tensor], shards: list[np.ndarray], plans: list[LocalPlan],
               gens: list[torch.Generator]) -> list[TaskResult]:

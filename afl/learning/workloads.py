@@ -1,12 +1,14 @@
 """What the executor (``afl.sim.executor``) calls to compute pending tasks: local training, or nothing.
 
 ``TrainingWorkload`` trains every pending task (or takes one gradient each, for a gradient
-rule) with the batched trainer, in batches of at most ``task_batch`` tasks sorted by planned
+rule) with the batched trainer, in batches of at most ``task_batch`` tasks (on a CPU fewer:
+``BatchedTrainer.tasks_per_pass``) sorted by planned
 local steps, so a batch holds tasks of similar length. ``NullWorkload`` trains nothing, for
 timing and staleness studies. ``afl.run.build`` makes them.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,6 +37,8 @@ class TrainingWorkload:
         self.shards, self.steps, self.client = shards, steps, client
         self.seed, self.gradient, self.augment = seed, gradient, augment
         self.task_batch, self.total = task_batch, total
+        # Called after every local step with (task-steps done, task-steps planned) of the pending tasks.
+        self.progress: Callable[[int, int], None] | None = None
         configure_precision(options.precision)
         if train_x.device.type == "cpu":
             configure_host_allocator()
@@ -55,11 +59,15 @@ class TrainingWorkload:
         """The tasks' results, their random draws from ``(seed, purpose, client, task index)``."""
         order = sorted(range(len(tasks)), key=lambda i: -int(self.steps[tasks[i].client]))
         out: list[TaskResult] = [None] * len(tasks)  # type: ignore[list-item]
-        size = self.task_batch
+        size = self.trainer.tasks_per_pass(self.client.batch_size, self.task_batch)
+        planned, offset = int(sum(self.steps[t.client] for t in tasks)), 0
         for start in range(0, len(order), size):
             chunk = [tasks[i] for i in order[start:start + size]]
+            if self.progress is not None:  # the local steps of this whole call, not of one pass
+                self.trainer.progress = lambda done, _, offset=offset: self.progress(offset + done, planned)
             for i, result in zip(order[start:start + size], self._compute(chunk, purpose)):
                 out[i] = result
+            offset += int(sum(self.steps[t.client] for t in chunk))
         return out
 
     def _compute(self, tasks: list[Task], purpose: Stream) -> list[TaskResult]:

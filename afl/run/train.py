@@ -166,7 +166,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
                 requested=request.asked.is_set if request is not None else lambda: False)
     probes = Probes(run)
     if progress and run.model is not None:
-        run.workload.trainer.progress = on_local_step
+        run.workload.progress = on_local_step
     make_output_dir(out)
     sim, fed, device = run.simulation, run.federation, run.device
     if saved is not None:
