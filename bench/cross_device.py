@@ -20,6 +20,9 @@ Beside them, for scale, ``plain``: the same workload as a hand-written PyTorch l
 framework (clients one after another on one ``nn.Module``): what training clients one at a
 time costs on this machine before any framework adds to it.
 
+``--baseline REV`` also times afl as of git revision ``REV`` (its ``afl`` package first on the
+child's path): before and after in one run.
+
 Printed: samples per second (median of the repeats; one sample is one image of one local
 epoch), each repeat, afl's ratio to every peer, and each implementation's test accuracy after
 its rounds (the same training, so close, not equal: the peers shuffle with their own RNGs).
@@ -35,6 +38,7 @@ opacus==1.6.0`` and ``pip install hydra-core omegaconf tqdm scikit-learn pandas 
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import afl
 import common
 from afl import params
 from afl.config import load_config
@@ -54,7 +59,7 @@ from afl.run import federation
 
 COHORT, BATCH, LR = 50, 10, 0.05
 PEERS = ("pfl", "flsim", "flower")
-LABELS = {"afl": "afl", "plain": "plain PyTorch loop (no framework)"}
+LABELS = {"afl": "afl (this checkout)", "plain": "plain PyTorch loop (no framework)"}
 
 
 def afl_config(root: Path, clients: int, model: str, rounds: int):
@@ -98,7 +103,7 @@ def run_afl(root: Path, clients: int, model: str, rounds: int, threads: int) -> 
     fed = run.federation
     _, accuracy = models.evaluate(run.model, run.simulation.x, fed.test_x, fed.test_y, 2048)
     return {"framework": "afl", "samples": rounds * COHORT * (60000 // clients), "seconds": seconds,
-            "test_accuracy": accuracy}
+            "test_accuracy": accuracy, "afl": afl.__file__}
 
 
 def run_plain(folder: Path, model: str, rounds: int, threads: int) -> dict:
@@ -145,11 +150,18 @@ def run_plain(folder: Path, model: str, rounds: int, threads: int) -> dict:
             "test_accuracy": accuracy}
 
 
-def run_child(python: str, argv: list[str], threads: int) -> dict:
-    out = subprocess.run([python, *argv, "--threads", str(threads)], capture_output=True, text=True)
+def run_child(python: str, argv: list[str], threads: int, pythonpath: Path | None) -> dict:
+    """One implementation's timed run in a fresh process (``pythonpath``: a baseline's afl first)."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = subprocess.run([python, *argv, "--threads", str(threads)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:1])} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if pythonpath is not None and Path(pythonpath).resolve() not in Path(result["afl"]).resolve().parents:
+        raise SystemExit(f"the baseline run imported afl from {result['afl']}, not from {pythonpath}")
+    return result
 
 
 def main(argv=None) -> None:
@@ -164,6 +176,7 @@ def main(argv=None) -> None:
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     parser.add_argument("--peers-python", default=sys.executable,
                         help="the interpreter of an environment with pfl, FLSim and Flower installed")
+    parser.add_argument("--baseline", metavar="REV", help="also time afl as of git revision REV (before/after)")
     parser.add_argument("--inputs", help="write the inputs here and keep them (default: a temporary folder)")
     parser.add_argument("--worker", choices=["afl", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -182,6 +195,8 @@ def main(argv=None) -> None:
     print(f"workload: MNIST IID, {COHORT} clients a round, batch {BATCH}, 1 epoch of SGD {LR}, FedAvg, fp32; "
           f"about {args.samples:,} samples a run; {args.threads} threads everywhere; median of {args.repeats}, interleaved")
     rows = []
+    base_dir = tempfile.TemporaryDirectory()
+    baseline = common.baseline(args.baseline, Path(base_dir.name)) if args.baseline else None
     for clients in args.clients:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(args.inputs or tmp) / f"clients{clients}"
@@ -189,24 +204,26 @@ def main(argv=None) -> None:
             rounds = -(-args.samples // (COHORT * (60000 // clients)))
             write_inputs(root, clients, rounds, args.models, folder)
             for model in args.models:
-                commands = {"afl": (sys.executable, [str(here / "cross_device.py"), "--worker", "afl",
-                                                     "--clients", str(clients), "--model", model,
-                                                     "--rounds", str(rounds), "--data-root", str(root)])}
+                afl_argv = [str(here / "cross_device.py"), "--worker", "afl", "--clients", str(clients),
+                            "--model", model, "--rounds", str(rounds), "--data-root", str(root)]
+                commands = {"afl": (sys.executable, afl_argv, None)}
+                if args.baseline:
+                    commands[f"afl {args.baseline}"] = (sys.executable, afl_argv, baseline)
                 commands["plain"] = (sys.executable, [str(here / "cross_device.py"), "--worker", "plain",
                                                        "--inputs", str(folder), "--model", model,
-                                                       "--rounds", str(rounds)])
+                                                       "--rounds", str(rounds)], None)
                 for peer in args.peers:
                     commands[peer] = (args.peers_python, [str(here / "peers" / f"{peer}_xdev.py"),
                                                           "--inputs", str(folder), "--model", model,
-                                                          "--rounds", str(rounds)])
+                                                          "--rounds", str(rounds)], None)
                 results = {name: [] for name in commands}
                 for _ in range(args.repeats):
-                    for name, (python, argv_) in commands.items():
-                        results[name].append(run_child(python, argv_, args.threads))
+                    for name, (python, argv_, path) in commands.items():
+                        results[name].append(run_child(python, argv_, args.threads, path))
                 speed = {name: statistics.median(r["samples"] / r["seconds"] for r in rs)
                          for name, rs in results.items()}
                 for name, rs in results.items():
-                    label = rs[0].get("version", LABELS.get(name, name))
+                    label = rs[0].get("version", LABELS.get(name, f"afl as of {args.baseline}"))
                     rows.append([clients, rounds, model, label, f"{speed[name]:,.0f}",
                                  f"{speed['afl'] / speed[name]:.2f}x",
                                  " ".join(f"{r['samples'] / r['seconds']:,.0f}" for r in rs),

@@ -207,3 +207,22 @@ def test_tasks_per_pass_off_the_cpu_is_the_limit():
     model, x, y, *_ = setup("cnn", (1, 6, 6))
     trainer = BatchedTrainer(model, x.to("meta"), y.to("meta"), Options())
     assert trainer.tasks_per_pass(10, 64) == 64
+
+
+def test_a_step_computes_only_the_columns_some_task_uses():
+    """Three shards of 21 at batch 16: every task's second batch holds 5 samples, so that step
+    runs on 5 columns, not 16 (no padding left, BatchNorm unmasked), with the reference's numbers."""
+    model, x, y, shards, bases = setup("resnet20", (3, 8, 8), sizes=[21, 21, 21])
+    plans = plans_for(3, epochs=1)
+    trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    widths, forward = [], trainer.grouped.forward
+
+    def spy(parts, buffers, xb, mask):
+        widths.append((xb.shape[0], mask is None))
+        return forward(parts, buffers, xb, mask)
+
+    trainer.grouped.forward = spy
+    got = trainer.train(bases, shards, plans, gens(3))
+    ref = [local_train(model, b, x, y, torch.from_numpy(s), p, g) for b, s, p, g in zip(bases, shards, plans, gens(3))]
+    assert widths == [(16, True), (5, True)]
+    assert_same(got, ref, 1e-9)

@@ -87,7 +87,8 @@ def test_hundred_thousand_clients_train_in_bounded_memory(shared_data_root):
 def test_cross_device_times_afl_on_the_inputs_it_writes_for_the_peers(shared_data_root, tmp_path):
     out = bench("cross_device.py", "--clients", 1000, "--samples", 600, "--models", "mlp", "--repeats", 1,
                 "--peers", "--inputs", tmp_path, "--data-root", shared_data_root)
-    assert "| 1000 | 1 | mlp | afl |" in out and "| 1.00x |" in out
+    assert "| 1000 | 1 | mlp | afl (this checkout) |" in out and "| 1.00x |" in out
+    assert "| 1000 | 1 | mlp | plain PyTorch loop (no framework) |" in out
     folder = tmp_path / "clients1000"
     data = np.load(folder / "data.npz")
     assert data["shards"].shape == (1000, 60) and data["cohorts"].shape == (1, 50)

@@ -44,7 +44,7 @@ class StepTables:
     Rows are tasks in the trainer's order, columns of the ``[S, k]`` tables are local steps:
     ``samples`` ``[S, k, B]`` dataset indices (a short batch padded with its last sample),
     ``weights`` ``[S, k, B]`` (``1/count`` for real samples, 0 for padding), ``packed``
-    augmentations (or ``None``), ``lrs`` ``[S, k]``, ``short`` ``[S, k]`` (batch shorter than B).
+    augmentations (or ``None``), ``lrs`` ``[S, k]``, ``count`` ``[S, k]`` (real samples in the batch).
     """
 
     def __init__(self, shards, plans, gens, sizes, spe, total, order, b):
@@ -54,7 +54,7 @@ class StepTables:
         self.weights = np.zeros((steps_max, k, b))
         self.packed = np.zeros((steps_max, k, b), dtype=np.int64) if aug else None
         self.lrs = np.zeros((steps_max, k))
-        self.short = np.zeros((steps_max, k), dtype=bool)
+        self.count = np.zeros((steps_max, k), dtype=np.int64)
         for row, t in enumerate(order):
             n, steps, width = int(sizes[t]), int(total[t]), int(spe[t]) * b
             draws = [draw_epoch(gens[t], n, aug) for _ in range(num_epochs(plans[t], n))]
@@ -64,7 +64,7 @@ class StepTables:
                 self.packed[:steps, row] = np.stack([pad(a.numpy(), width) for _, a in draws]).reshape(-1, b)[:steps]
             count = np.tile(np.minimum(b, n - np.arange(spe[t]) * b), len(draws))[:steps]
             self.weights[:steps, row] = (np.arange(b) < count[:, None]) / count[:, None]
-            self.short[:steps, row] = count < b
+            self.count[:steps, row] = count
             self.lrs[:steps, row] = epoch_lr(plans[t], np.arange(steps) // spe[t])
 
 
@@ -124,7 +124,7 @@ class Rows:
         device, dtype = params[0].device, params[0].dtype
         self.task, self.spe, self.total = order.copy(), spe.copy(), total.copy()
         self.params, self.buffers, self.optimizer = params, buffers, optimizer
-        self.short = tables.short
+        self.count = tables.count  # on the host: how many columns a step needs, and whether it pads
         self.lrs = tables.lrs  # on the host: Adam's kernel takes each task's rate as a number
         self.rates = to_device(tables.lrs, device).to(dtype)  # SGD's, broadcast over the tasks
         self.samples = to_device(tables.samples, device)
@@ -150,7 +150,7 @@ class Rows:
     def _permute(self, perm: np.ndarray) -> None:
         index = torch.as_tensor(perm, device=self.losses.device)
         self.task, self.spe, self.total = self.task[perm], self.spe[perm], self.total[perm]
-        self.short, self.lrs, self.rates = self.short[:, perm], self.lrs[:, perm], self.rates[:, index]
+        self.count, self.lrs, self.rates = self.count[:, perm], self.lrs[:, perm], self.rates[:, index]
         self.params, self.buffers = [p[index] for p in self.params], [b[index] for b in self.buffers]
         self.optimizer.state = [[s[index] for s in state] for state in self.optimizer.state]
         self.samples, self.weights, self.losses = (t[:, index] for t in (self.samples, self.weights, self.losses))

@@ -123,11 +123,13 @@ class BatchedTrainer:
         """Local step ``step`` of the first ``k`` rows: gather each task's minibatch, its loss, the
         gradients of all ``k`` losses at once, and each task's optimizer step at its own rate."""
         leaves = [p[:k].detach().requires_grad_() for p in rows.params]
-        idx = rows.samples[step, :k]
-        xb = self._inputs(idx, None if rows.packed is None else rows.packed[step, :k])
-        masked = self.grouped.has_batch_norm and bool(rows.short[step, :k].any())
+        count = rows.count[step, :k]
+        b = int(count.max())  # the columns this step needs: padding no task uses is not computed
+        idx = rows.samples[step, :k, :b]
+        xb = self._inputs(idx, None if rows.packed is None else rows.packed[step, :k, :b])
+        masked = self.grouped.has_batch_norm and bool((count < b).any())
         bufs = [buf[:k] for buf in rows.buffers] if self.grouped.has_batch_norm else None
-        losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k], masked)
+        losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked)
         grads = torch.autograd.grad(losses.sum(), leaves)
         with torch.no_grad():
             rows.losses[step, :k] = losses

@@ -57,6 +57,7 @@ def build_module(name: str) -> nn.Sequential:
                          nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(32, 10), nn.LogSoftmax(dim=1))
 
+
 def warm_up(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, lr: float) -> None:
     """One untimed epoch of plain SGD on a throwaway model (torch's lazy initialisations), as every
     implementation of bench/cross_device.py does before its timed rounds."""
