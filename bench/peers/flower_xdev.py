@@ -34,7 +34,6 @@ inputs, splitting the clients' rows, building the Flower objects, a warm-up epoc
 model (torch's lazy imports, see ``warm_up``), the final test accuracy.
 """
 
-import argparse
 import json
 import time
 from collections import OrderedDict
@@ -56,16 +55,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from flwr.supercore.date import now
 from torch import nn
+from workload import arguments, build_module
 from torch.utils.data import DataLoader, TensorDataset
-
-
-def build_model(name: str) -> nn.Module:
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
-                             nn.Linear(200, 10), nn.LogSoftmax(dim=1))
-    return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
-                         nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(32, 10), nn.LogSoftmax(dim=1))
 
 
 def get_weights(net: nn.Module) -> list[np.ndarray]:
@@ -106,7 +97,7 @@ def make_client_app(model: str, partitions: list[TensorDataset]) -> ClientApp:
     def client_fn(context: Context):
         loader = DataLoader(partitions[int(context.node_config[PARTITION_ID_KEY])],
                             batch_size=int(context.run_config["batch-size"]), shuffle=True)
-        return FlowerClient(build_model(model), loader, int(context.run_config["local-epochs"]),
+        return FlowerClient(build_module(model), loader, int(context.run_config["local-epochs"]),
                             float(context.run_config["lr"])).to_client()
 
     return ClientApp(client_fn=client_fn)
@@ -181,7 +172,7 @@ def build_server(data, model: str, init: list[np.ndarray], partitions: list[Tens
 def warm_up(model: str, partition: TensorDataset, batch: int, lr: float) -> None:
     """One epoch of the training loop on a throwaway model: torch's first optimizer step imports
     ``torch._dynamo`` (~2 s), which would otherwise land in the first timed round."""
-    train(build_model(model), DataLoader(partition, batch_size=batch), 1, lr)
+    train(build_module(model), DataLoader(partition, batch_size=batch), 1, lr)
 
 
 def run_rounds(server: Server, rounds: int) -> None:
@@ -194,7 +185,7 @@ def run_rounds(server: Server, rounds: int) -> None:
 
 
 def test_accuracy(model: str, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
-    net = build_model(model)
+    net = build_module(model)
     set_weights(net, weights)
     net.eval()
     with torch.no_grad():
@@ -203,18 +194,12 @@ def test_accuracy(model: str, weights: list[np.ndarray], x: np.ndarray, y: np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", required=True)
-    parser.add_argument("--model", choices=["mlp", "cnn"], required=True)
-    parser.add_argument("--rounds", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = arguments(__doc__.split("\n\n")[0])
     torch.manual_seed(0)
 
     inputs = Path(args.inputs)
     data = dict(np.load(inputs / "data.npz"))
-    net = build_model(args.model)
+    net = build_module(args.model)
     net.load_state_dict(torch.load(inputs / f"init_{args.model}.pt", weights_only=True))
     partitions = client_partitions(data)
     server = build_server(data, args.model, get_weights(net), partitions)

@@ -35,7 +35,6 @@ selected client, its optimizer and its LR scheduler are built anew by hydra from
 configs, and the global model is deep-copied (about 3/4 of a cProfile of 3 rounds).
 """
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -52,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
+from workload import arguments, build_module, warm_up
 
 COHORT = 50
 
@@ -87,27 +87,6 @@ with hashable_dataclasses():
     from flsim.utils.config_utils import fullclassname, init_self_cfg
     from flsim.utils.simple_batch_metrics import FLBatchMetrics
     from flsim.version import __version__ as FLSIM_VERSION
-
-
-def build_module(name: str) -> nn.Module:
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
-                             nn.Linear(200, 10), nn.LogSoftmax(dim=1))
-    return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
-                         nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(32, 10), nn.LogSoftmax(dim=1))
-
-
-def warm_up(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, lr: float) -> None:
-    """One untimed epoch of plain SGD on a throwaway model (torch's lazy initialisations), as every
-    implementation of bench/cross_device.py does before its timed rounds."""
-    module = build_module(name)
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
-    for xb, yb in zip(x.split(batch), y.split(batch)):
-        optimizer.zero_grad()
-        F.nll_loss(module(xb), yb).backward()
-        optimizer.step()
-
 
 
 class MnistFLModel(IFLModel):
@@ -249,13 +228,7 @@ def test_accuracy(model: MnistFLModel, x: np.ndarray, y: np.ndarray, chunk: int 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", required=True)
-    parser.add_argument("--model", choices=["mlp", "cnn"], required=True)
-    parser.add_argument("--rounds", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = arguments(__doc__.split("\n\n")[0])
 
     folder = Path(args.inputs)
     data = np.load(folder / "data.npz")

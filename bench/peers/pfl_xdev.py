@@ -27,7 +27,6 @@ pfl always evaluates each user's data before and after local training in round 0
 ``PyTorchModel.evaluate`` on the test set, untimed.
 """
 
-import argparse
 import json
 import time
 import types
@@ -46,28 +45,7 @@ from pfl.data.sampling import MinimizeReuseUserSampler
 from pfl.hyperparam import NNEvalHyperParams, NNTrainHyperParams
 from pfl.metrics import Weighted
 from pfl.model.pytorch import PyTorchModel
-from torch import nn
-
-
-def build_module(name: str) -> nn.Sequential:
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
-                             nn.Linear(200, 10), nn.LogSoftmax(dim=1))
-    return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
-                         nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(32, 10), nn.LogSoftmax(dim=1))
-
-
-def warm_up(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, lr: float) -> None:
-    """One untimed epoch of plain SGD on a throwaway model (torch's lazy initialisations), as every
-    implementation of bench/cross_device.py does before its timed rounds."""
-    module = build_module(name)
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
-    for xb, yb in zip(x.split(batch), y.split(batch)):
-        optimizer.zero_grad()
-        F.nll_loss(module(xb), yb).backward()
-        optimizer.step()
-
+from workload import arguments, build_module, warm_up
 
 
 def loss(self, x, y):
@@ -103,13 +81,7 @@ def federated_dataset(train_x, train_y, shards, cohorts) -> FederatedDataset:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=Path, required=True)
-    parser.add_argument("--model", choices=["mlp", "cnn"], required=True)
-    parser.add_argument("--rounds", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = arguments(__doc__.split("\n\n")[0])
     np.random.seed(0)  # pfl seeds its algorithm's and datasets' states from numpy's global RNG
     torch.manual_seed(0)
 
