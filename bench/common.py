@@ -97,16 +97,24 @@ def baseline(rev: str, into: Path) -> Path:
 def child_json(script: Path, args: list[str], pythonpath: Path | None = None) -> dict:
     """Run ``script --child ARGS`` in a fresh Python (with ``pythonpath`` first on the path) and
     return the JSON object it prints last."""
+    return run_json([sys.executable, str(script), "--child", *args], pythonpath)
+
+
+def run_json(argv: list[str], pythonpath: Path | None = None) -> dict:
+    """Run the command ``argv`` (with ``pythonpath`` first on the path) and return the JSON object
+    it prints last; one that names the ``afl`` it imported must have imported ``pythonpath``'s
+    (else this checkout's)."""
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    out = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True, env=env)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    name = Path(argv[1]).name
     if out.returncode:
-        raise SystemExit(f"{script.name} --child {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"{name} {' '.join(argv[2:])} failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     expected = Path(pythonpath or REPO).resolve()
     if "afl" in result and expected not in Path(result["afl"]).resolve().parents:
-        raise SystemExit(f"{script.name}: the child imported afl from {result['afl']}, not from {expected}")
+        raise SystemExit(f"{name}: the child imported afl from {result['afl']}, not from {expected}")
     return result
 
 

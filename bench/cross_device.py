@@ -38,9 +38,7 @@ opacus==1.6.0`` and ``pip install hydra-core omegaconf tqdm scikit-learn pandas 
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -150,20 +148,6 @@ def run_plain(folder: Path, model: str, rounds: int, threads: int) -> dict:
             "test_accuracy": accuracy}
 
 
-def run_child(python: str, argv: list[str], threads: int, pythonpath: Path | None) -> dict:
-    """One implementation's timed run in a fresh process (``pythonpath``: a baseline's afl first)."""
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    out = subprocess.run([python, *argv, "--threads", str(threads)], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:1])} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if pythonpath is not None and Path(pythonpath).resolve() not in Path(result["afl"]).resolve().parents:
-        raise SystemExit(f"the baseline run imported afl from {result['afl']}, not from {pythonpath}")
-    return result
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root")
@@ -219,7 +203,7 @@ def main(argv=None) -> None:
                 results = {name: [] for name in commands}
                 for _ in range(args.repeats):
                     for name, (python, argv_, path) in commands.items():
-                        results[name].append(run_child(python, argv_, args.threads, path))
+                        results[name].append(common.run_json([python, *argv_, "--threads", str(args.threads)], path))
                 speed = {name: statistics.median(r["samples"] / r["seconds"] for r in rs)
                          for name, rs in results.items()}
                 for name, rs in results.items():
