@@ -40,6 +40,8 @@ WEIGHTINGS = ("data_size", "uniform")
 DISTRIBUTIONS = ("exponential", "uniform", "constant", "lognormal")
 RATE_KINDS = ("constant", "groups", "lognormal", "uniform", "trace", "power")
 MODULATIONS = ("none", "markov", "trace")
+AVAILABILITIES = ("always", "markov", "diurnal", "trace")
+ON_OFFLINE = ("drop", "pause")
 WORK_UNITS = ("task", "step")
 WORKLOADS = ("train", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -162,6 +164,12 @@ class AlgorithmConfig:
     server_eps: float | None = _key("fadas: AMSGrad's epsilon (default 1e-8)", added=True)
     time_limit: float | None = _key("mindflayer: an attempt whose draw S (timing.distribution, a rate-1 client's "
                                     "time) exceeds it is stopped at the time of S = time_limit", added=True)
+    task_timeout: float = _key("virtual time after which the server notices a task lost to a client gone offline "
+                               "(timing.availability, on_offline: drop) and replaces it (0: at once)", 0.0, added=True)
+    over_select: float = _key("synchronous rounds (sfl, msync): send ceil(m * over_select) tasks and close the round "
+                              "at the rule's batch; the stragglers are stopped (Bonawitz et al. 2019)", 1.0, added=True)
+    round_deadline: float | None = _key("synchronous rounds (sfl, msync): close a round this much virtual time after "
+                                        "it began, with the results in by then (off if unset)", added=True)
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,31 @@ class ModulationConfig:
 
 
 @dataclass(frozen=True)
+class AvailabilityGroup:
+    fraction: float = _key("share of the clients in this group", 1.0)
+    mean_on: float = _key("their mean online period", 10.0)
+    mean_off: float = _key("their mean offline period", 10.0)
+
+
+@dataclass(frozen=True)
+class AvailabilityConfig:
+    kind: str = _key("when clients are online: always, markov (exponential on/off periods), diurnal (a daily "
+                     "cycle, each client at its own phase) or trace (a CSV of online windows)", "always", AVAILABILITIES)
+    mean_on: float = _key("markov: mean online period (virtual time)", 10.0)
+    mean_off: float = _key("markov: mean offline period", 10.0)
+    groups: tuple[AvailabilityGroup, ...] = _key("markov: groups of clients [{fraction, mean_on, mean_off}, ...] "
+                                                 "instead of one mean_on and mean_off", ())
+    period: float = _key("diurnal: the length of a day (virtual time)", 100.0)
+    slots: int = _key("diurnal: slots per day; a client's state is drawn once per slot", 24)
+    share: float = _key("diurnal: mean probability of being online", 0.5)
+    amplitude: float = _key("diurnal: p(t) = share (1 + amplitude cos(2 pi (t / period - phase))), clipped to [0, 1]",
+                            1.0)
+    path: str | None = _key("trace: CSV with columns client,start,end (online windows; offline outside them)")
+    on_offline: str = _key("a task whose client goes offline is lost (drop; noticed after algorithm.task_timeout) "
+                           "or paused until the client is back (pause)", "drop", ON_OFFLINE)
+
+
+@dataclass(frozen=True)
 class TimingConfig:
     distribution: str = _key("compute time draw for a client of rate 1", "exponential",
                              DISTRIBUTIONS)
@@ -209,6 +242,7 @@ class TimingConfig:
     rates: RatesConfig = _key("client rates mu_i: compute time = draw / mu_i",
                               factory=RatesConfig)
     modulation: ModulationConfig = _key("client speeds that change over time", factory=ModulationConfig)
+    availability: AvailabilityConfig = _key("clients that come and go", factory=AvailabilityConfig, added=True)
 
 
 @dataclass(frozen=True)
@@ -579,6 +613,7 @@ def validate(cfg: Config) -> Config:
     elif mod.path is not None:
         _fail("timing.modulation.path", f"only kind: trace reads a file, not {mod.kind}",
               "set timing.modulation.kind: trace or remove the path")
+    _check_availability(cfg, rule)
     if run.workload == "none" and t.per == "step" and c.steps is None and not rule.gradient:
         _fail("timing.per", "step timing of local epochs counts each client's batches, and run.workload: none "
               "builds no shards to count", "set client.steps (local steps per task) or timing.per: task")
@@ -601,6 +636,63 @@ def validate(cfg: Config) -> Config:
         _fail("run.sampling_draws", "sampling needs at least 2 clients", "raise data.num_clients or set it to 0")
     _positive("run.checkpoint_minutes", run.checkpoint_minutes, 5.0)
     return cfg
+
+
+def _check_availability(cfg, rule) -> None:
+    """``timing.availability`` and the keys of what the server does about it."""
+    av, a, n = cfg.timing.availability, cfg.algorithm, cfg.data.num_clients
+    if av.kind == "markov":
+        _positive("timing.availability.mean_on", av.mean_on, 10.0)
+        _positive("timing.availability.mean_off", av.mean_off, 10.0)
+        for i, g in enumerate(av.groups):
+            _positive(f"timing.availability.groups[{i}].fraction", g.fraction, 0.5)
+            _positive(f"timing.availability.groups[{i}].mean_on", g.mean_on, 10.0)
+            _positive(f"timing.availability.groups[{i}].mean_off", g.mean_off, 10.0)
+        total = sum(g.fraction for g in av.groups)
+        if av.groups and abs(total - 1) > 1e-6:
+            _fail("timing.availability.groups", f"fractions sum to {total:g}, not 1", "make the fractions add up to 1")
+    elif av.groups:
+        _fail("timing.availability.groups", f"only kind: markov has groups, not {av.kind}",
+              "set timing.availability.kind: markov or remove the groups")
+    if av.kind == "diurnal":
+        _positive("timing.availability.period", av.period, 100.0)
+        _at_least("timing.availability.slots", av.slots, 1, 24)
+        if not 0 < av.share <= 1:
+            _fail("timing.availability.share", f"must be in (0, 1], got {av.share}", "set it to e.g. 0.5")
+        _at_least("timing.availability.amplitude", av.amplitude, 0.0, 1.0)
+    if av.kind == "trace" and not av.path:
+        _fail("timing.availability.path", "kind: trace needs a CSV file",
+              "set timing.availability.path to a CSV with columns client,start,end")
+    if av.kind != "trace" and av.path is not None:
+        _fail("timing.availability.path", f"only kind: trace reads a file, not {av.kind}",
+              "set timing.availability.kind: trace or remove the path")
+    if av.kind != "always" and rule.barrier and rule.all_clients:
+        _fail("timing.availability.kind", f"{a.name} plans each round's tasks on every client, whether online or not",
+              "set timing.availability.kind: always or use another rule")
+    if av.on_offline == "pause" and av.kind == "always":
+        _fail("timing.availability.on_offline", "no client ever goes offline with kind: always",
+              "remove on_offline or set timing.availability.kind")
+    _at_least("algorithm.task_timeout", a.task_timeout, 0.0, 1.0)
+    if a.task_timeout and (av.kind == "always" or av.on_offline == "pause"):
+        _fail("algorithm.task_timeout", "no task is ever lost: it needs timing.availability with on_offline: drop",
+              "remove algorithm.task_timeout or set timing.availability")
+    _at_least("algorithm.over_select", a.over_select, 1.0, 1.3)
+    _positive("algorithm.round_deadline", a.round_deadline, 10.0)
+    for key, value, default in (("over_select", a.over_select, 1.0), ("round_deadline", a.round_deadline, None)):
+        if value == default:
+            continue
+        if not rule.barrier or rule.all_clients:
+            _fail(f"algorithm.{key}", f"closes synchronous rounds of selected clients, and {a.name} has none",
+                  f"remove algorithm.{key} or use algorithm.name: sfl")
+    closes = rule.barrier and not rule.all_clients and (a.over_select > 1 or a.round_deadline is not None
+                                                        or av.kind != "always")
+    if closes and a.selection != "without_replacement":
+        key = "algorithm.selection"
+        _fail(key, f"a round that closes with tasks out stops them, which needs one task per client, not selection "
+              f"{a.selection}", "set algorithm.selection: without_replacement")
+    if math.ceil(a.concurrency * a.over_select - 1e-9) > n and a.selection == "without_replacement":
+        _fail("algorithm.over_select", f"ceil({a.concurrency} * {a.over_select}) tasks a round but only {n} clients",
+              f"lower it to at most {n / a.concurrency:g}")
 
 
 def _check_rates(r: RatesConfig) -> None:

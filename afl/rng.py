@@ -28,6 +28,7 @@ class Stream(enum.IntEnum):
     TRAIN = 7
     PROBE = 8  # measurements at evaluation points (afl.run.probes): never the run's own draws
     SPEED = 9  # time-varying client speeds (afl.sim.timing.MarkovSpeeds)
+    AVAILABILITY = 10  # when clients are online (afl.sim.availability)
 
 
 def numpy_stream(seed: int, purpose: Stream, *ids: int) -> np.random.Generator:

@@ -133,7 +133,8 @@ def test_loaded_state_is_a_copy():
 
 def test_clients_frame():
     stats = ClientStats(np.array([2, 0, 1]), np.array([3.0, 0.0, 4.0]), np.array([5.0, 0.0, 1.5]),
-                        np.array([1, 0, 0]), np.array([0, 2, 0]), np.array([0.5, 0.75, 0.0]), np.array([0, 0, 3]))
+                        np.array([1, 0, 0]), np.array([0, 2, 0]), np.array([0.5, 0.75, 0.0]), np.array([0, 0, 3]),
+                        np.array([0, 4, 0]), np.array([9.0, 3.5, 9.0]))
     frame = recorder.clients_frame(stats, np.array([10, 20, 30]), np.array([1.0, 0.2, 0.5]),
                                    np.array([0.5, 0.25, 0.25]))
     assert list(frame.columns) == documented_columns("clients.parquet")
@@ -142,7 +143,8 @@ def test_clients_frame():
                              "predicted_staleness": [float("nan")] * 3,  # no prediction given
                              "held": [0, 0, 3], "discarded": [1, 0, 0], "cancelled": [0, 2, 0],
                              "busy_time": [5.0, 0.0, 1.5], "wasted_time": [0.5, 0.75, 0.0], "rate": [1.0, 0.2, 0.5],
-                             "num_samples": [10, 20, 30], "routing_p": [0.5, 0.25, 0.25]})
+                             "num_samples": [10, 20, 30], "routing_p": [0.5, 0.25, 0.25],
+                             "online_time": [9.0, 3.5, 9.0], "dropped_tasks": [0, 4, 0]})
     pd.testing.assert_frame_equal(frame, expected, check_exact=True, check_dtype=False)
     predicted = recorder.clients_frame(stats, np.array([10, 20, 30]), np.ones(3), np.ones(3) / 3, [0.5, 1.0, 2.0])
     assert predicted.predicted_staleness.tolist() == [0.5, 1.0, 2.0]

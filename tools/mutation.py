@@ -128,9 +128,9 @@ MUTANTS: list[Mutant] = [
       (LOCAL_HELPERS,)),
     # ------------------------------------------------------------------ selection and timing
     M("selection: without replacement always picks the first idle client", "afl/sim/selection.py",
-      "j = int(u * len(self.idle))", "j = 0", (SELECTION,)),
+      "j = int(u * len(self.pool))", "j = 0", (SELECTION,)),
     M("selection: with replacement never picks the last client", "afl/sim/selection.py",
-      "return int(u * self.n)", "return int(u * (self.n - 1))",
+      "return self.pool[j]", "return self.pool[int(u * (len(self.pool) - 1))]",
       (f"{SIM}::test_per_step_timing_and_with_replacement_selection",)),
     M("selection: routing p ignored (uniform among all clients)", "afl/sim/selection.py",
       "return min(bisect.bisect_right(self.cdf, u * self.cdf[-1]), self.n - 1)", "return int(u * self.n)",

@@ -14,7 +14,8 @@ Callers import from the submodule that holds what they need (this package re-exp
     The synchronous round: ``expected_max_duration``, the slowest of ``c`` task durations.
 ``model``
     A config read as a network: ``network(cfg) = (mu, p, m)``, ``jackson_reasons`` (where the
-    model is not exact) and the trainer's prediction.
+    model is not exact) and the trainer's prediction; with clients that come and go,
+    ``online_throughput`` (``mu_i a_i``) and ``online_shares``.
 ``measure``
     The simulated counterparts, for the workflow's figures: batch-means standard errors,
     per-client staleness, update rate, Student-t intervals.

@@ -20,6 +20,7 @@ from afl import rules
 from afl.config import routing_vector
 from afl.learning.local import task_steps
 from afl.queueing.network import Prediction, predict
+from afl.sim import availability
 from afl.sim.timing import client_rates, speeds
 
 
@@ -44,6 +45,8 @@ def jackson_reasons(cfg, steps_known: bool = False) -> list[str]:
     if t.modulation.kind != "none":
         reasons.append(f"timing.modulation is {t.modulation.kind}: client speeds vary over time (the model: constant "
                        "rates; it is given each client's time-averaged rate)")
+    if t.availability.kind != "always":
+        reasons.append(f"timing.availability is {t.availability.kind}: clients go offline (the model: always online)")
     if t.download > 0 or t.upload > 0:
         reasons.append("timing.download/upload add fixed times to the exponential service")
     if t.per == "step" and not steps_known and not rule.gradient and cfg.client.steps is None:
@@ -82,3 +85,21 @@ def trainer_prediction(cfg, rates: np.ndarray, routing: np.ndarray, steps: np.nd
     if jackson_reasons(cfg, steps_known=True):
         return None
     return predict(service_rates(cfg, rates, steps), routing, cfg.algorithm.concurrency)
+
+
+def online_throughput(rates: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Each client's long-run completions per unit time when it holds a task whenever it is online:
+    ``mu_i a_i`` (``a_i`` its share of time online). With exponential service a client completes
+    tasks at rate ``mu_i`` while it computes, and memorylessness makes that so whether a task lost
+    or paused when it went offline was half done or not: exact for ``m = n`` with selection
+    without replacement (every online client then holds a task, under ``drop`` or ``pause``), and
+    ``sum_i mu_i a_i`` bounds the throughput of any ``m``. Not the Jackson network: with clients
+    that come and go the stationary law has no product form, and afl makes no other prediction."""
+    return np.asarray(rates, dtype=float) * np.asarray(shares, dtype=float)
+
+
+def online_shares(cfg) -> np.ndarray:
+    """Each client's long-run share of time online under ``timing.availability`` (1 for ``always``)."""
+    n = cfg.data.num_clients
+    path = availability.availability(cfg.timing.availability, n, cfg.seed)
+    return np.ones(n) if path is None else path.shares()

@@ -28,7 +28,7 @@ from afl.rules import Arrival
 from afl.run import federation
 from afl.run.federation import Federation
 from afl.sim.executor import LazyExecutor
-from afl.sim import timing
+from afl.sim import availability, timing
 from afl.sim.simulator import Budget, Simulation
 
 
@@ -124,5 +124,8 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
         eval_every=run.eval_every, on_eval=on_eval, on_checkpoint=on_checkpoint,
         checkpoint_every=run.checkpoint_every, checkpoint_seconds=run.checkpoint_minutes * 60, requested=requested,
         speeds=timing.speeds(cfg.timing, fed.rates, cfg.seed), discard_after=rule.discard_after(a),
-        cancel_after=rule.cancel_after(a), plan=rule.plan(a, clients), time_limit=rule.time_limit(a))
+        cancel_after=rule.cancel_after(a), plan=rule.plan(a, clients), time_limit=rule.time_limit(a),
+        availability=availability.availability(cfg.timing.availability, n, cfg.seed),
+        on_offline=cfg.timing.availability.on_offline, task_timeout=a.task_timeout, over_select=a.over_select,
+        round_deadline=a.round_deadline)
     return Run(cfg, device, fed, model, workload, rule, aggregator, steps, total, simulation)

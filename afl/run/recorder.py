@@ -92,7 +92,8 @@ def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarr
                   predicted_staleness: np.ndarray | None = None) -> pd.DataFrame:
     """Per client: tasks applied, mean staleness of its applied results, results held by the rule for
     later updates, results discarded and tasks stopped by the rule, busy time and the part of it
-    wasted on those, and its setting.
+    wasted on those (and on tasks lost when it went offline), its setting, its time online and
+    its tasks lost offline (``timing.availability``).
 
     ``predicted_staleness``: the closed Jackson network's ``E[tau_i]`` (``afl.queueing.network``),
     NaN where the run is not in that setting (see ``afl.queueing.model.jackson_reasons``).
@@ -106,4 +107,4 @@ def clients_frame(stats, sizes: np.ndarray, rates: np.ndarray, routing: np.ndarr
                          "predicted_staleness": np.asarray(predicted_staleness, dtype=float),
                          "held": stats.held, "discarded": stats.discarded, "cancelled": stats.cancelled,
                          "busy_time": stats.busy_time, "wasted_time": stats.wasted_time, "rate": rates, "num_samples": sizes,
-                         "routing_p": routing})
+                         "routing_p": routing, "online_time": stats.online_time, "dropped_tasks": stats.dropped})

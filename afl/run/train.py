@@ -208,6 +208,8 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
         "discarded": int(outcome.stats.discarded.sum()),
         "cancelled": int(outcome.stats.cancelled.sum()),
         "wasted_time": float(outcome.stats.wasted_time.sum()),
+        "dropped_tasks": int(outcome.stats.dropped.sum()),
+        "online_time": float(outcome.stats.online_time.sum()),
         "predicted_throughput": prediction.throughput if prediction is not None else None,
         "routing": routing,
     }

@@ -6,9 +6,11 @@
     ``Task``: one client's job from dispatch to application.
 ``timing``
     Task durations (download + compute + upload) from counter-keyed draws; ``client_rates``.
+``availability``
+    When each client is online: on/off paths (Markov, diurnal, a trace) from counter-keyed draws.
 ``selection``
     ``Selector``: which client gets the next task (uniform, with or without replacement, or a
-    routing vector), from the server's own random stream.
+    routing vector) among the online clients, from the server's own random stream.
 ``executor``
     ``LazyExecutor``: computes pending tasks' results only when the server needs one, in batches,
     through a workload (``afl.learning.workloads``) it knows only as a callable.

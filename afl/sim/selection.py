@@ -21,26 +21,94 @@ def power_routing(rates: np.ndarray, power: float) -> np.ndarray:
 
 
 class Selector:
+    """``pool``: the clients a pick may return, in the order the draws index them: the idle online
+    clients (without replacement) or the online ones (with replacement); ``where[i]`` is client
+    ``i``'s place in it (-1: not in it). Routing draws from ``p`` renormalised over the online
+    clients. With every client online (``timing.availability: always``) this is the plain uniform
+    or routing draw."""
+
     def __init__(self, mode: str, n: int, routing: np.ndarray, rng: np.random.Generator):
         self.mode, self.n, self.rng = mode, n, rng
+        self.weights = np.asarray(routing, dtype=float)
         self.cdf = np.cumsum(routing).tolist()
-        self.idle = list(range(n))  # without replacement: clients with no task
+        self.pool = list(range(n))
+        self.where = list(range(n))
+        self.online = [True] * n
+        self.offline_idle: set[int] = set()  # without replacement: idle clients that are offline
+        self.stale_cdf = False
+
+    def available(self) -> bool:
+        """Whether a pick has a client to return."""
+        if self.mode == "routing":
+            self._refresh()
+            return self.cdf[-1] > 0
+        return bool(self.pool)
 
     def pick(self) -> int:
-        """One client, from one uniform draw ``u``: ``idle[floor(u k)]`` of ``k`` idle clients,
-        ``floor(u n)``, or the first ``j`` with ``cdf_j > u cdf_n``."""
+        """One client, from one uniform draw ``u``: ``pool[floor(u k)]`` of ``k`` clients in the pool
+        (taken out of it without replacement), or the first ``j`` with ``cdf_j > u cdf_n``."""
         u = self.rng.random()
-        if self.mode == "without_replacement":
-            j = int(u * len(self.idle))
-            self.idle[j], self.idle[-1] = self.idle[-1], self.idle[j]
-            return self.idle.pop()
+        if self.mode == "routing":
+            self._refresh()
+            return min(bisect.bisect_right(self.cdf, u * self.cdf[-1]), self.n - 1)
+        j = int(u * len(self.pool))
         if self.mode == "with_replacement":
-            return int(u * self.n)
-        return min(bisect.bisect_right(self.cdf, u * self.cdf[-1]), self.n - 1)
+            return self.pool[j]
+        client = self.pool[j]
+        self._remove(client)
+        return client
 
     def release(self, client: int) -> None:
+        """``client`` has no task any more (without replacement: it may be picked again once online)."""
         if self.mode == "without_replacement":
-            self.idle.append(client)
+            if self.online[client]:
+                self._add(client)
+            else:
+                self.offline_idle.add(client)
+
+    def set_online(self, client: int, online: bool) -> None:
+        """``client`` came online or went offline; an idle client going offline stays idle."""
+        self.online[client] = online
+        if self.mode == "routing":
+            self.stale_cdf = True
+        elif self.mode == "with_replacement":
+            self._add(client) if online else self._remove(client)
+        elif online and client in self.offline_idle:
+            self.offline_idle.discard(client)
+            self._add(client)
+        elif not online and self.where[client] >= 0:
+            self._remove(client)
+            self.offline_idle.add(client)
+
+    def _add(self, client: int) -> None:
+        self.where[client] = len(self.pool)
+        self.pool.append(client)
+
+    def _remove(self, client: int) -> None:
+        """Take ``client`` out of the pool: the last client takes its place."""
+        j, last = self.where[client], self.pool[-1]
+        self.pool[j], self.where[last] = last, j
+        self.pool.pop()
+        self.where[client] = -1
+
+    def _refresh(self) -> None:
+        if self.stale_cdf:
+            self.cdf = np.cumsum(self.weights * np.asarray(self.online)).tolist()
+            self.stale_cdf = False
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "idle": list(self.pool), "online": list(self.online),
+                "offline_idle": sorted(self.offline_idle)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.pool = list(state["idle"])
+        self.where = [-1] * self.n
+        for j, client in enumerate(self.pool):
+            self.where[client] = j
+        self.online = list(state.get("online", [True] * self.n))
+        self.offline_idle = set(state.get("offline_idle", ()))
+        self.stale_cdf = self.mode == "routing" and not all(self.online)
 
 
 # ----------------------------------------------------------------------------- sampling analysis

@@ -45,8 +45,10 @@ class ClientStats:
     ``tasks``: results applied in an update; ``held``: results the rule kept for later updates
     without one of their own (Ringleader's table); ``discarded``: results returned but refused by
     the rule (too stale); ``cancelled``: tasks stopped in flight (too stale, or over the time limit);
+    ``dropped``: tasks lost when their client went offline (``timing.availability``);
     ``busy_time``: time spent computing, ``wasted_time`` the part of it whose result was never
-    applied (a discarded task's whole duration, a cancelled one's time until it stopped).
+    applied (a discarded task's whole duration, a cancelled or dropped one's time until it
+    stopped); ``online_time``: time online.
     """
 
     tasks: list | np.ndarray
@@ -56,16 +58,19 @@ class ClientStats:
     cancelled: list | np.ndarray
     wasted_time: list | np.ndarray
     held: list | np.ndarray
+    dropped: list | np.ndarray
+    online_time: list | np.ndarray
 
     @classmethod
     def zeros(cls, n: int) -> ClientStats:
-        return cls([0] * n, [0.0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n, [0] * n)
+        return cls([0] * n, [0.0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n, [0] * n, [0] * n, [0.0] * n)
 
     def arrays(self) -> ClientStats:
         return ClientStats(np.array(self.tasks, np.int64), np.array(self.staleness_sum, float),
                            np.array(self.busy_time, float), np.array(self.discarded, np.int64),
                            np.array(self.cancelled, np.int64), np.array(self.wasted_time, float),
-                           np.array(self.held, np.int64))
+                           np.array(self.held, np.int64), np.array(self.dropped, np.int64),
+                           np.array(self.online_time, float))
 
 
 @dataclass
@@ -111,6 +116,17 @@ class Simulation:
     result of the round once the last task of the round is done (no update if none came back).
     ``time_limit``: a task whose draw ``S`` exceeds it is stopped when its time with ``S =
     time_limit`` is up (counted ``cancelled``, that time wasted; its result is never computed).
+
+    Clients that come and go (``availability``, ``afl.sim.availability``; None: always online):
+    an offline client is never selected (routing renormalised over the online ones); a dispatch
+    with no client to take it waits for one to come online. A client going offline loses its
+    tasks (``on_offline: drop``: counted ``dropped``, the head's time so far wasted; the server
+    notices each loss ``task_timeout`` later and then replaces it, or, in a synchronous round,
+    counts it out of the round) or pauses its head task until it is back (``pause``). A
+    synchronous round of selected clients may send ``ceil(m over_select)`` tasks and close at the
+    rule's batch or ``round_deadline`` after it began, whichever first (Bonawitz et al. 2019); a
+    round also closes once nothing of it is left in flight. At the close, its tasks still out are
+    stopped (``cancelled``, their time so far wasted).
     """
 
     def __init__(self, server: Callable, executor, x0: Any, *, m: int, batch: int, barrier: bool,
@@ -119,12 +135,14 @@ class Simulation:
                  on_checkpoint: Callable | None = None, checkpoint_every: int | None = None,
                  checkpoint_seconds: float = math.inf, requested: Callable[[], bool] = lambda: False,
                  speeds: Any = None, discard_after: int | None = None, cancel_after: int | None = None,
-                 plan: list[int] | None = None, time_limit: float | None = None):
+                 plan: list[int] | None = None, time_limit: float | None = None, availability: Any = None,
+                 on_offline: str = "drop", task_timeout: float = 0.0, over_select: float = 1.0,
+                 round_deadline: float | None = None):
         self.server, self.executor = server, executor
         self.batch, self.barrier, self.timing = batch, barrier, timing
         self.rates, self.steps = rates.tolist(), np.asarray(steps).tolist()
         self.on_eval = on_eval
-        n = len(self.rates)
+        n = self.n = len(self.rates)
         self.m = m
         self.x, self.version = x0, 0
         self.selector = Selector(selection, n, routing, numpy_stream(seed, Stream.SELECT))
@@ -138,12 +156,28 @@ class Simulation:
         self.plan, self.time_limit = plan, time_limit
         if plan is not None and not barrier:
             raise ValueError("a planned round is synchronous: barrier must be set")
-        if cancel_after is not None and selection != "without_replacement":
+        self.availability, self.on_offline, self.task_timeout = availability, on_offline, task_timeout
+        self.round_size = math.ceil(m * over_select - 1e-9)
+        self.round_deadline = round_deadline
+        # Rounds that may close with tasks still out: their stragglers are stopped at the close.
+        self.closes_rounds = barrier and plan is None and (
+            self.round_size > m or round_deadline is not None or availability is not None)
+        if plan is not None and availability is not None:
+            raise ValueError("a planned round sends tasks to given clients: it cannot follow their availability")
+        if (cancel_after is not None or self.closes_rounds) and selection != "without_replacement":
             raise ValueError("stopping tasks in flight needs one task per client: selection without_replacement")
         self.timers: dict[int, asyncio.TimerHandle] = {}  # each busy client's completion timer
-        self.flight: deque[Task] = deque()  # cancel_after: tasks in dispatch order (so by base version)
+        self.flight: deque[Task] = deque()  # tasks in dispatch order (so by base version), if ever stopped
+        self.track_flight = cancel_after is not None or self.closes_rounds
         self.buffer: list[Task] = []  # arrived, waiting for the rule's batch to fill
-        self.in_flight = 0
+        self.in_flight = 0  # dispatched, neither back, stopped nor noticed lost
+        self.owed = 0  # dispatches waiting for a client to come online
+        self.paused: dict[int, float] = {}  # on_offline pause: client -> its head task's remaining time
+        self.switches: dict[int, asyncio.TimerHandle] = {}  # each client's next switch on or off
+        self.notices: dict[int, tuple[asyncio.TimerHandle, int]] = {}  # seq -> (timer, tasks lost)
+        self.deadline: asyncio.TimerHandle | None = None  # the open round's deadline
+        self.since = [0.0] * n  # when each online client came online
+        self.gone = 0  # clients offline for good (an availability trace's end)
         self.results = 0
         self.next_id = 0
         self.budget, self.eval_every = budget, eval_every
@@ -168,11 +202,13 @@ class Simulation:
         self.finished = self.loop.create_future()
         self.loop.set_exception_handler(self._crash)
         if self.restored:
-            for client, queue in self.queues.items():
-                task = queue[0]
-                self.timers[client] = self.loop.call_at_seq(task.start_time + task.duration, task.timer_seq,
-                                                            self._complete, client)
+            self._rearm()
         else:
+            if self.availability is not None:
+                for client in range(self.n):
+                    online = self.availability.online_at(client, 0.0)
+                    self.selector.set_online(client, online)
+                    self._schedule_switch(client)
             self.on_eval(self.x, self.version, 0.0)
             self._round()
         return await self.finished
@@ -187,22 +223,32 @@ class Simulation:
 
     def _finish(self, status: str, reason: str) -> None:
         if self.outcome is None:
+            now = self.loop.time()
             if status == "completed" and self.version % self.eval_every:
-                self.on_eval(self.x, self.version, self.loop.time())
-            self.outcome = Outcome(status, reason, self.version, self.loop.time(), self.stats.arrays())
+                self.on_eval(self.x, self.version, now)
+            for client in range(self.n):  # the online periods still open
+                if self.selector.online[client]:
+                    self.stats.online_time[client] += now - self.since[client]
+            self.outcome = Outcome(status, reason, self.version, now, self.stats.arrays())
             self.finished.set_result(self.outcome)
 
     # -- clients ---------------------------------------------------------------------------
 
     def _dispatch(self, k: int) -> None:
-        """Send the current model to ``k`` selected clients."""
-        for _ in range(k):
+        """Send the current model to ``k`` selected clients, and to those owed one; a dispatch with no
+        online client to take it waits for one (``owed``)."""
+        k += self.owed
+        while k and self.selector.available():
             self._send(self.selector.pick())
+            k -= 1
+        self.owed = k
 
     def _round(self) -> None:
-        """A synchronous round: ``m`` selected clients, or the rule's plan of tasks per client."""
+        """A synchronous round: ``ceil(m over_select)`` selected clients, or the rule's plan of tasks per client."""
         if self.plan is None:
-            self._dispatch(self.m)
+            if self.round_deadline is not None and self.barrier:
+                self.deadline = self.loop.call_at(self.loop.time() + self.round_deadline, self._deadline)
+            self._dispatch(self.round_size)
         else:
             for client, count in enumerate(self.plan):
                 for _ in range(count):
@@ -229,7 +275,7 @@ class Simulation:
         self.in_flight += 1
         if not cut:
             self.executor.submit(task)
-        if self.cancel_after is not None:
+        if self.track_flight:
             self.flight.append(task)
         if queue is None:
             self.queues[client] = deque((task,))
@@ -248,12 +294,18 @@ class Simulation:
         return t
 
     def _start(self, client: int) -> None:
-        """The client starts its head task: its completion is a timer ``duration`` from now."""
-        if self.outcome is None:
-            task = self.queues[client][0]
-            task.start_time = now = self.loop.time()
-            handle = self.timers[client] = self.loop.call_at(now + task.duration, self._complete, client)
-            task.timer_seq = handle.seq
+        """The client starts its head task: its completion is a timer ``duration`` from now (if the
+        client went offline since the task was sent: lost, or paused whole until it is back)."""
+        queue = self.queues.get(client)
+        if self.outcome is not None or queue is None or not math.isnan(queue[0].start_time) or client in self.paused:
+            return
+        task = queue[0]
+        if not self.selector.online[client]:
+            self.paused[client] = task.duration
+            return
+        task.start_time = now = self.loop.time()
+        handle = self.timers[client] = self.loop.call_at(now + task.duration, self._complete, client)
+        task.timer_seq = handle.seq
 
     def _complete(self, client: int) -> None:
         """The client's head task is done: hand it to the server, then serve the queue on."""
@@ -273,9 +325,14 @@ class Simulation:
         """Stop ``task`` in flight (the head of its client's queue, the only task there): its time
         so far is wasted, its result never computed, its client idle."""
         client = task.client
-        self.timers.pop(client).cancel()
+        timer = self.timers.pop(client, None)
+        if timer is not None:
+            timer.cancel()
         del self.queues[client]
-        spent = self.loop.time() - task.start_time
+        if client in self.paused:
+            spent = task.duration - self.paused.pop(client)
+        else:
+            spent = 0.0 if math.isnan(task.start_time) else self.loop.time() - task.start_time
         self.stats.busy_time[client] += spent
         self.stats.wasted_time[client] += spent
         self.stats.cancelled[client] += 1
@@ -297,6 +354,109 @@ class Simulation:
             self.flight.popleft()
         return stopped
 
+    # -- availability ----------------------------------------------------------------------
+
+    def _schedule_switch(self, client: int) -> None:
+        t = self.availability.next_switch(client, self.loop.time())
+        if math.isfinite(t):
+            self.switches[client] = self.loop.call_at(t, self._switch, client)
+        elif not self.selector.online[client]:
+            self.gone += 1
+
+    def _switch(self, client: int) -> None:
+        """``client`` goes offline or comes back online."""
+        del self.switches[client]
+        if self.outcome is not None:
+            return
+        now = self.loop.time()
+        if now > self.budget.time:
+            self._finish("completed", "time budget spent")
+            return
+        online = not self.selector.online[client]
+        self.selector.set_online(client, online)
+        self._schedule_switch(client)
+        if online:
+            self.since[client] = now
+            self._back(client)
+        else:
+            self.stats.online_time[client] += now - self.since[client]
+            self._away(client)
+        if self.gone == self.n and self.outcome is None:
+            self._finish("completed", "every client is offline for good (the availability trace ended)")
+
+    def _away(self, client: int) -> None:
+        """``client`` went offline: its head task pauses, or its tasks are lost."""
+        queue = self.queues.get(client)
+        if queue is None:
+            return
+        if self.on_offline == "pause":
+            timer = self.timers.pop(client, None)
+            if timer is not None:  # started: paused with what is left of it
+                timer.cancel()
+                head = queue[0]
+                self.paused[client] = head.start_time + head.duration - self.loop.time()
+            return
+        timer = self.timers.pop(client, None)
+        if timer is not None:
+            timer.cancel()
+        del self.queues[client]
+        head = queue[0]
+        if not math.isnan(head.start_time):
+            spent = self.loop.time() - head.start_time
+            self.stats.busy_time[client] += spent
+            self.stats.wasted_time[client] += spent
+        for task in queue:
+            self.stats.dropped[client] += 1
+            self.executor.discard(task)
+        self.selector.release(client)
+        if self.task_timeout > 0:
+            seq = self.loop.next_seq  # the seq call_at gives the timer, passed on so that it can forget itself
+            handle = self.loop.call_at(self.loop.time() + self.task_timeout, self._notice, len(queue), seq)
+            self.notices[seq] = (handle, len(queue))
+        else:
+            self._notice(len(queue))
+
+    def _notice(self, lost: int, seq: int | None = None) -> None:
+        """The server notices ``lost`` tasks lost: out of flight, replaced (an asynchronous rule)."""
+        self.notices.pop(seq if seq is not None else -1, None)
+        if self.outcome is None:
+            self.in_flight -= lost
+            self._settle(lost)
+
+    def _back(self, client: int) -> None:
+        """``client`` came back online: its paused task resumes, and it may take an owed dispatch."""
+        remaining = self.paused.pop(client, None)
+        if remaining is not None:
+            task = self.queues[client][0]
+            now = self.loop.time()
+            task.start_time = now - (task.duration - remaining)  # so that start + duration is its end
+            handle = self.timers[client] = self.loop.call_at(now + remaining, self._complete, client)
+            task.timer_seq = handle.seq
+        if self.owed:
+            self._dispatch(0)
+
+    def _deadline(self) -> None:
+        """The open round's deadline: it closes with what came back."""
+        self.deadline = None
+        if self.outcome is None:
+            self._settle(0, closing=True)
+
+    def _close_round(self) -> None:
+        """Close a synchronous round: stop its tasks still out, forget its lost ones and its owed dispatches."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        while self.flight:
+            task = self.flight.popleft()
+            queue = self.queues.get(task.client)
+            if queue and queue[0] is task:
+                self._stop(task)
+        for handle, lost in self.notices.values():
+            handle.cancel()
+            self.in_flight -= lost
+        self.notices.clear()
+        self.owed = 0
+
     # -- server ----------------------------------------------------------------------------
 
     def _arrive(self, task: Task) -> None:
@@ -308,7 +468,6 @@ class Simulation:
         self.in_flight -= 1
         if not self.queues[task.client] and self.plan is None:
             self.selector.release(task.client)
-        stopped = 0
         if task.cut:  # stopped at the time limit: nothing came back
             self.stats.cancelled[task.client] += 1
             self.stats.wasted_time[task.client] += task.duration
@@ -320,21 +479,39 @@ class Simulation:
         else:
             self.results += 1
             self.buffer.append(task)
-        if self.buffer and (len(self.buffer) == self.batch if self.plan is None else self.in_flight == 0):
+        self._settle(1)
+
+    def _due(self) -> bool:
+        """Whether the buffered results make an update now: the rule's batch is full, or a
+        synchronous round is over (nothing of it left in flight)."""
+        if self.plan is not None:
+            return self.in_flight == 0
+        if self.barrier:
+            return len(self.buffer) >= self.batch or (self.in_flight == 0 and not self.owed)
+        return len(self.buffer) == self.batch
+
+    def _settle(self, freed: int, closing: bool = False) -> None:
+        """After ``freed`` tasks came back or were noticed lost (or a round's deadline, ``closing``):
+        apply an update if one is due, close the round, check the budget, dispatch replacements."""
+        stopped = 0
+        due = self._due()
+        if self.buffer and (due or closing):
             self._apply()
             if self.cancel_after is not None and self.outcome is None:
                 stopped = self._stop_stale()
+        if self.closes_rounds and (due or closing) and self.outcome is None:
+            self._close_round()
         if self.outcome is None and self.results >= self.budget.results:
             self._finish("completed", "round budget spent")
-        self._replace(1 + stopped)
+        self._replace(freed + stopped)
 
     def _replace(self, k: int) -> None:
         """New tasks on the current model for ``k`` that came back or were stopped (asynchronous
-        rules), or a new round of ``m`` once none is in flight (synchronous)."""
+        rules), or a new round once none is in flight and none waits to be sent (synchronous)."""
         if self.outcome is None:
             if not self.barrier:
                 self._dispatch(k)
-            elif self.in_flight == 0:
+            elif self.in_flight == 0 and not self.owed:
                 self._round()
 
     def _apply(self) -> None:
@@ -380,6 +557,10 @@ class Simulation:
         """Everything needed to continue exactly: plain data and tensors (see ``afl.run.checkpoint``)."""
         queued = [task for queue in self.queues.values() for task in queue]
         waiting = queued + self.buffer
+
+        def timer(handle):
+            return None if handle is None else [handle.when(), handle.seq]
+
         return {
             "now": self.loop.time(),
             "next_seq": self.loop.next_seq,
@@ -390,10 +571,16 @@ class Simulation:
             "next_id": self.next_id,
             "task_count": self.task_count.tolist(),
             "stats": {k: list(v) for k, v in vars(self.stats).items()},
-            "selector": {"rng": self.selector.rng.bit_generator.state, "idle": list(self.selector.idle)},
+            "selector": self.selector.state_dict(),
             "queued": [vars(task) for task in queued],
             "buffer": [vars(task) for task in self.buffer],
             "computed": {t.id: vars(self.executor.done[t.id]) for t in waiting if t.id in self.executor.done},
+            "availability": {
+                "owed": self.owed, "paused": [[c, r] for c, r in self.paused.items()], "since": list(self.since),
+                "gone": self.gone, "switches": [[c, *timer(h)] for c, h in self.switches.items()],
+                "notices": [[*timer(h), lost] for h, lost in self.notices.values()],
+                "deadline": timer(self.deadline),
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -402,14 +589,17 @@ class Simulation:
         self.version, self.x = state["version"], state["x"]
         self.in_flight, self.results, self.next_id = state["in_flight"], state["results"], state["next_id"]
         self.task_count = np.array(state["task_count"], dtype=np.int64)
-        self.stats = ClientStats(**{k: list(v) for k, v in state["stats"].items()})
-        self.selector.rng.bit_generator.state = state["selector"]["rng"]
-        self.selector.idle = list(state["selector"]["idle"])
+        n = self.n
+        stats = {k: list(v) for k, v in state["stats"].items()}
+        stats.setdefault("dropped", [0] * n)  # a checkpoint from before availability
+        stats.setdefault("online_time", [0.0] * n)
+        self.stats = ClientStats(**stats)
+        self.selector.load_state_dict(state["selector"])
         self.buffer = [Task(**fields) for fields in state["buffer"]]
         queued = [Task(**fields) for fields in state["queued"]]
         for task in sorted(queued, key=lambda t: t.id):  # dispatch order: FIFO per client
             self.queues.setdefault(task.client, deque()).append(task)
-            if self.cancel_after is not None:
+            if self.track_flight:
                 self.flight.append(task)
         for task in sorted(queued + self.buffer, key=lambda t: t.id):  # the executor's pending order
             if task.cut:
@@ -418,3 +608,25 @@ class Simulation:
                 self.executor.restore(task, state["computed"][task.id])
             else:
                 self.executor.submit(task)
+        avail = state.get("availability", {})
+        self.owed, self.gone = avail.get("owed", 0), avail.get("gone", 0)
+        self.paused = {int(c): r for c, r in avail.get("paused", [])}
+        self.since = list(avail.get("since", [0.0] * n))
+        self.saved_timers = avail
+
+    def _rearm(self) -> None:
+        """Re-create a restored state's timers with their saved tie-breaking numbers."""
+        loop = self.loop
+        for client, queue in self.queues.items():
+            task = queue[0]
+            if client not in self.paused and not math.isnan(task.start_time):
+                self.timers[client] = loop.call_at_seq(task.start_time + task.duration, task.timer_seq,
+                                                       self._complete, client)
+        saved = self.saved_timers
+        for client, when, seq in saved.get("switches", []):
+            self.switches[client] = loop.call_at_seq(when, seq, self._switch, client)
+        for when, seq, lost in saved.get("notices", []):
+            self.notices[seq] = (loop.call_at_seq(when, seq, self._notice, lost, seq), lost)
+        if saved.get("deadline") is not None:
+            when, seq = saved["deadline"]
+            self.deadline = loop.call_at_seq(when, seq, self._deadline)
