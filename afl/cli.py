@@ -1,5 +1,5 @@
-"""The command line: ``afl train | validate | launch | plan | data download | data standin | queue predict |
-queue optimize | queue optimal``.
+"""The command line: ``afl train | validate | launch | plan | data download | data standin | data
+fedscale-trace | queue predict | queue optimize | queue optimal``.
 
 Any ``AflError`` (bad config, missing data, unwritable output) is printed as one line,
 ``afl: error: <key or file>: <problem>; fix: <fix>``, and the exit status is 2.
@@ -65,6 +65,26 @@ def cmd_data_standin(args) -> int:
     return 0
 
 
+def cmd_data_fedscale_trace(args) -> int:
+    from afl.data.fedscale import convert
+
+    rows = convert(Path(args.trace), Path(args.out), args.clients, args.horizon, args.scale)
+    print(f"{args.trace}: {rows} online windows of {args.clients} clients up to time {args.horizon:g} -> {args.out} "
+          f"(timing.availability: {{kind: trace, path: {args.out}}})")
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a positive finite number")
+    return value
+
+
 def _int_at_least(low: int):
     """An argparse type: an integer >= ``low`` (a usage error otherwise)."""
     def parse(text: str) -> int:
@@ -124,6 +144,16 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--test", type=_int_at_least(1), default=1000, help="test images (default 1000)")
     st.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the patterns and images (default 0)")
     st.set_defaults(func=cmd_data_standin)
+    fs = dsub.add_parser("fedscale-trace", help="convert FedScale's client availability trace (client_behave_trace) "
+                                                "into a timing.availability trace CSV")
+    fs.add_argument("trace", help="FedScale's client_behave_trace (a pickle of plain data; nothing else is loaded)")
+    fs.add_argument("--out", required=True, help="the CSV to write (client,start,end)")
+    fs.add_argument("--clients", type=_int_at_least(1), required=True, help="the first this many clients by id")
+    fs.add_argument("--horizon", type=_positive_float, required=True,
+                    help="repeat each client's cycle up to this virtual time")
+    fs.add_argument("--scale", type=_positive_float, default=1.0,
+                    help="seconds of the trace per unit of virtual time (default 1)")
+    fs.set_defaults(func=cmd_data_fedscale_trace)
 
     from afl.cluster import launch, plan
     from afl.queueing import cli as queue_cli

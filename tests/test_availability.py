@@ -344,3 +344,49 @@ def test_a_client_holding_a_task_whenever_online_completes_mu_times_its_online_s
         offs = [sum(1 for t, o in zip(path.times[c], path.online[c]) if 0 < t <= info["virtual_time"] and not o)
                 for c in range(4)]
         assert clients["dropped_tasks"].tolist() == offs
+
+
+# ----------------------------------------------------------------------------- FedScale's trace
+
+
+def test_fedscale_trace_converts_to_windows_that_drive_a_run(tmp_path):
+    """FedScale's record: online in [active[j], inactive[j]) of each finish_time cycle; converted
+    by hand for two clients, 3 s per time unit, up to time 40, then read as a trace and run."""
+    import pickle
+    import subprocess
+    import sys
+
+    trace = {7: {"duration": 90, "active": [0, 60], "inactive": [30, 75], "finish_time": 90, "model": "x"},
+             3: {"duration": 50, "active": [10], "inactive": [40], "finish_time": 50, "model": "y"},
+             9: {"duration": 1, "active": [0], "inactive": [1], "finish_time": 1, "model": "z"}}
+    source = tmp_path / "client_behave_trace"
+    source.write_bytes(pickle.dumps(trace))
+    out = tmp_path / "online.csv"
+    done = subprocess.run([sys.executable, "-m", "afl.cli", "data", "fedscale-trace", str(source), "--out", str(out),
+                           "--clients", "2", "--horizon", "40", "--scale", "3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # Client 0 is FedScale's 3 (sorted ids): [10, 40) s every 50 s -> [10/3, 40/3), [20, 30), [110/3, 40).
+    # Client 1 is 7: [0, 30) and [60, 75) s every 90 s -> [0, 10), [20, 25), [30, 40).
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    got = [(int(c), float(a), float(b)) for c, a, b in rows]
+    assert got == [(0, 10 / 3, 40 / 3), (0, 20.0, 30.0), (0, 110 / 3, 40.0),
+                   (1, 0.0, 10.0), (1, 20.0, 25.0), (1, 30.0, 40.0)]
+    cfg, info, updates, _, clients = train_tables(
+        tmp_path / "run", raw({"kind": "trace", "path": str(out)}, n=2, m=1, updates=10**6))
+    assert "offline for good" in info["reason"] and info["virtual_time"] == 40.0
+    np.testing.assert_allclose(clients["online_time"], [10 + 10 + 10 / 3, 10 + 5 + 10], rtol=1e-12)
+
+
+def test_a_fedscale_trace_holding_objects_is_refused_without_loading_them(tmp_path):
+    import pickle
+
+    from afl.data.fedscale import read_behaviour_trace
+    from afl.errors import AflError
+
+    source = tmp_path / "evil"
+    source.write_bytes(pickle.dumps({1: {"active": np.array([0])}}))  # a numpy object: code to construct
+    with pytest.raises(AflError, match="not plain data; fix:"):
+        read_behaviour_trace(source)
+    (tmp_path / "text").write_text("client,start,end\n")
+    with pytest.raises(AflError, match="not a pickle; fix:"):
+        read_behaviour_trace(tmp_path / "text")

@@ -882,3 +882,46 @@ def test_concurrency_marks_optimize_concurrency(tmp_path):
     match_lines([ln for ln in ax.lines if ln.get_marker() == "o"],
                 [((2, 6), (mean[r][2], mean[r][6])) for r in ("uniform", "time")])
     plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- phase_participation
+
+
+def test_phase_participation_bins_each_seeds_clients_by_their_diurnal_phase(tmp_path):
+    """24 clients per run whose applied results are 1 + 10 x [phase < 1/4] (afl) or 5 each (sfl),
+    online time 2 each: by the clients' phases of each seed (``diurnal_phases``), the share of
+    results per quarter of the day, averaged over 5 seeds, is drawn per rule with its band."""
+    from afl.sim.availability import diurnal_phases
+
+    runs, clients = [], []
+    for rule in ("afl", "sfl"):
+        for seed in range(5):
+            cell = f"{rule}_{seed}"
+            runs.append({"cell": cell, "status": "completed", "algorithm.name": rule, "algorithm.concurrency": 4,
+                         "seed": seed})
+            for i, phase in enumerate(diurnal_phases(24, seed)):
+                tasks = 1 + 10 * (phase < 0.25) if rule == "afl" else 5
+                clients.append({"cell": cell, "client": i, "tasks": tasks, "online_time": 2.0})
+    inputs = write_tables(tmp_path, {"runs": pd.DataFrame(runs), "clients": pd.DataFrame(clients),
+                                     "evals": pd.DataFrame({"cell": pd.Series(dtype=str)}),
+                                     "updates": pd.DataFrame({"cell": pd.Series(dtype=str)})})
+    spec = {"kind": "phase_participation", "experiment": "d", "bins": 4}
+    figure, log = draw("phase", spec, ["algorithm.name", "algorithm.concurrency", "seed"], inputs)
+    ax = figure.axes[0]
+    expected = {}
+    for rule in ("afl", "sfl"):
+        shares = []
+        for seed in range(5):
+            which = np.minimum((diurnal_phases(24, seed) * 4).astype(int), 3)
+            tasks = np.array([1 + 10 * (p < 0.25) if rule == "afl" else 5 for p in diurnal_phases(24, seed)])
+            shares.append([100 * tasks[which == b].sum() / tasks.sum() for b in range(4)])
+        expected[rule] = np.mean(shares, axis=0)
+    lines = {line.get_label(): line for line in ax.lines}
+    for rule in ("afl", "sfl"):
+        np.testing.assert_allclose(lines[rule].get_xdata(), [0.125, 0.375, 0.625, 0.875])
+        np.testing.assert_allclose(lines[rule].get_ydata(), expected[rule], rtol=1e-12)
+    np.testing.assert_allclose(lines["share of time online"].get_ydata(), expected["sfl"], rtol=1e-12)
+    assert expected["afl"][0] > 2 * expected["sfl"][0]  # the design: the first quarter contributes more
+    assert "phase_participation: afl: most results from phase 0.125" in log
+    assert len(ax.collections) == 2 and "mean of 5 seeds" in ax.get_title()
+    plt.close(figure)

@@ -466,3 +466,75 @@ def test_ablation_tunes_each_combination_on_the_tuning_seeds(tmp_path):
         assert ax.containers == [] and "no interval below 5" in ax.get_title()
     assert "4 evaluation seeds" in figure.texts[0].get_text()
     plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- availability
+
+ALWAYS, HALF, FIFTH = (json.dumps(a) for a in ({"kind": "always"}, {"kind": "markov", "mean_on": 10, "mean_off": 10},
+                                                {"kind": "markov", "mean_on": 5, "mean_off": 20}))
+SHARES = {ALWAYS: 1.0, HALF: 0.5, FIFTH: 0.2}
+AV_STEPS = (0.02, 0.05, 0.1)
+# Each (rule, share)'s best step (+10 points) on the tuning seed 0; the other seeds prefer the next one.
+AV_BEST = {("sfl", 1.0): 0.05, ("sfl", 0.5): 0.05, ("sfl", 0.2): 0.02,
+           ("asyncsgd", 1.0): 0.1, ("asyncsgd", 0.5): 0.05, ("asyncsgd", 0.2): 0.05}
+
+
+def availability_acc(rule: str, share: float, step: float, seed: int) -> float:
+    best = AV_BEST[(rule, share)]
+    if seed > 0:
+        best = AV_STEPS[(AV_STEPS.index(best) + 1) % 3]
+    noise = np.random.default_rng([seed, AV_STEPS.index(step), rule == "sfl", int(10 * share)]).normal(0, 1)
+    return 40 + 40 * share + (10 if step == best else 0) + seed + noise
+
+
+def availability_wasted(rule: str, share: float, step: float, seed: int) -> float:
+    """The wasted share (%) of a cell's busy time: its clients spent 100 each, 4 clients."""
+    return 30 * (1 - share) + (5 if rule == "sfl" else 0) + 2 * seed + 10 * step
+
+
+def availability_tables() -> dict:
+    runs, evals, clients = [], [], []
+    for rule, key in (("sfl", "client.lr"), ("asyncsgd", "algorithm.server_lr")):
+        for avail, share in SHARES.items():
+            for step in AV_STEPS:
+                for seed in range(6):
+                    cell = f"{rule}_{share}_{step}_s{seed}"
+                    runs.append({"cell": cell, "status": "completed", "algorithm.name": rule, "algorithm.concurrency": 2,
+                                 "seed": seed, key: step, "timing.availability": avail, "virtual_time": 60.0})
+                    for t in (0.0, 40.0, 60.0):
+                        acc = availability_acc(rule, share, step, seed) if t == 40 else 5.0
+                        evals.append({"cell": cell, "round": int(t), "version": int(t), "time": t, "test_acc": acc / 100})
+                    wasted = availability_wasted(rule, share, step, seed)
+                    clients += [{"cell": cell, "client": i, "busy_time": 100.0, "wasted_time": wasted,
+                                 "online_time": 60.0 * share} for i in range(4)]
+    runs = pd.DataFrame(runs)
+    return {"runs": runs, "evals": pd.DataFrame(evals), "clients": pd.DataFrame(clients)}
+
+
+AVAILABILITY_SPEC = {"kind": "availability", "experiment": "a", "budget": 50.0, "tuning_seeds": [0],
+                     "steps": {"sfl": "client.lr", "asyncsgd": "algorithm.server_lr"}}
+AVAILABILITY_KEYS = [*STANDARD, "client.lr", "algorithm.server_lr", "timing.availability"]
+
+
+def test_availability_tunes_each_rule_and_share_on_the_tuning_seeds(tmp_path):
+    """Per rule and online share: the step seed 0 prefers (AV_BEST; the other seeds prefer the next
+    step), shown on seeds 1-5 with the 5-seed t-interval, accuracy at the budget and the wasted
+    share at the same runs; ``grid edge:`` lines for the chosen steps at an end of (0.02, 0.05, 0.1)."""
+    inputs = write_tables(tmp_path, availability_tables())
+    figure, log = draw(AVAILABILITY_SPEC, AVAILABILITY_KEYS, inputs)
+    for ax, value in zip(figure.axes[:2], (availability_acc, availability_wasted)):
+        assert list(ax.get_xticks()) == [0.2, 0.5, 1.0]
+        containers = {c.get_label(): c for c in ax.containers}
+        for rule in ("sfl", "asyncsgd"):
+            values = [[value(rule, share, AV_BEST[(rule, share)], s) for s in range(1, 6)] for share in (0.2, 0.5, 1.0)]
+            assert list(containers[rule].lines[0].get_ydata()) == pytest.approx([np.mean(v) for v in values])
+            assert error_bars(containers[rule]) == pytest.approx([2 * t_interval(v)[1] for v in values])
+    values = [availability_acc("sfl", 0.2, 0.02, s) for s in range(1, 6)]
+    assert f"0.2: {interval_text(values)}" in log
+    assert edges(log) == [
+        "grid edge: algorithm.server_lr = 0.1 (the largest of 0.02, 0.05, 0.1) for algorithm.name=asyncsgd, share=1.0 "
+        "(tuned on seeds 0)",
+        "grid edge: client.lr = 0.02 (the smallest of 0.02, 0.05, 0.1) for algorithm.name=sfl, share=0.2 "
+        "(tuned on seeds 0)"]
+    assert "measured online share per nominal share: 0.2: 0.200, 0.5: 0.500, 1: 1.000" in log
+    plt.close(figure)

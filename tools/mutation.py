@@ -213,8 +213,24 @@ MUTANTS: list[Mutant] = [
       'pairs["effect"] = pairs["floor_het"] - pairs["floor_control"]',
       'pairs["effect"] = pairs["floor_control"] - pairs["floor_het"]',
       ("tests/test_heterogeneity_figure.py",)),
+    # ------------------------------------------------------------------ issue 22: clients that come and go
+    M("availability: a paused task starts its whole service again when its client is back", "afl/sim/simulator.py",
+      "self.paused[client] = head.start_time + head.duration - self.loop.time()", "self.paused[client] = head.duration",
+      ("tests/test_availability.py::test_a_paused_task_takes_its_service_plus_the_time_its_client_was_offline",)),
+    M("availability: routing not renormalised, offline clients picked", "afl/sim/selection.py",
+      "self.cdf = np.cumsum(self.weights * np.asarray(self.online)).tolist()", "self.cdf = np.cumsum(self.weights).tolist()",
+      ("tests/test_availability.py::test_routing_is_renormalised_over_the_online_clients",)),
+    M("availability: a lost task's replacement sent at once despite the timeout", "afl/sim/simulator.py",
+      "        if self.task_timeout > 0:\n", "        if False:\n",
+      ("tests/test_availability.py::test_a_lost_task_is_replaced_only_after_the_timeout",)),
+    M("availability: a round's stragglers keep running after its close", "afl/sim/simulator.py",
+      "            if queue and queue[0] is task:\n                self._stop(task)",
+      "            if False:\n                self._stop(task)",
+      ("tests/test_availability.py::test_over_selection_closes_a_round_at_the_target_count_or_the_deadline",)),
+    M("availability: a Markov client's online periods drawn with the offline mean", "afl/sim/availability.py",
+      "* (on if online[-1] else off))", "* (off if online[-1] else on))",
+      ("tests/test_availability.py::test_markov_availability_has_the_model_s_online_share_and_switching_frequency",)),
 ]
-
 
 # ---------------------------------------------------------------------------------------- running
 

@@ -187,7 +187,7 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
             if not seeds - set(tuning):
                 raise ConfigError(f"{where}.tuning_seeds: every seed is a tuning seed, none is left to evaluate "
                                   "on; fix: add evaluation seeds to the grid")
-            if not spec.get("tune") and spec["kind"] not in ("routing_gain", "minibatch"):
+            if not spec.get("tune") and spec["kind"] not in ("routing_gain", "minibatch", "availability"):
                 raise ConfigError(f"{where}.tuning_seeds: without tune nothing is tuned; fix: set tune or remove it")
 
 

@@ -85,7 +85,7 @@ class DiurnalAvailability(_Path):
     def __init__(self, n: int, period: float, slots: int, share: float, amplitude: float, seed: int):
         self.period, self.slots, self.share, self.amplitude = period, slots, share, amplitude
         self.uniforms = CounterUniforms(seed, Stream.AVAILABILITY)
-        self.phases = [self.uniforms(i, 0) for i in range(n)]  # draw 0: the client's phase
+        self.phases = diurnal_phases(n, seed).tolist()
         self.times: list[list[float]] = [[] for _ in range(n)]
         self.online: list[list[bool]] = [[] for _ in range(n)]
         self.drawn = [0] * n  # slots drawn so far
@@ -140,6 +140,14 @@ class DiurnalAvailability(_Path):
     def shares(self) -> np.ndarray:
         """Each client's long-run share of time online: the mean of ``p_i`` over one period's slots."""
         return np.array([float(np.mean(self._probabilities(phase))) for phase in self.phases])
+
+
+def diurnal_phases(n: int, seed: int) -> np.ndarray:
+    """Each client's phase in [0, 1) under ``diurnal`` availability: the first ``CounterUniforms`` of
+    ``(seed, AVAILABILITY)`` of each client (its slots take the next ones). A function of the seed
+    and the client alone, so a figure can recompute it from a run's seed."""
+    uniforms = CounterUniforms(seed, Stream.AVAILABILITY)
+    return np.array([uniforms(i, 0) for i in range(n)])
 
 
 class TraceAvailability(_Path):

@@ -17,6 +17,8 @@ for kind in (
     "minibatch",
     "heterogeneity",
     "optimal_time",
+    "availability",
+    "phase_participation",
 ):
 
     rule:
