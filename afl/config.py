@@ -419,6 +419,10 @@ def read_yaml(path: str | Path) -> dict:
         raw = parse_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         _fail(str(path), "no such config file", "check the path")
+    except UnicodeDecodeError:
+        _fail(str(path), "is not UTF-8 text (a binary file?)", "give a YAML config file")
+    except OSError as exc:
+        _fail(str(path), f"cannot read ({exc.strerror})", "give a readable YAML config file")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -614,6 +618,7 @@ def validate(cfg: Config) -> Config:
         _fail("timing.modulation.path", f"only kind: trace reads a file, not {mod.kind}",
               "set timing.modulation.kind: trace or remove the path")
     _check_availability(cfg, rule)
+    _check_files(cfg)
     if run.workload == "none" and t.per == "step" and c.steps is None and not rule.gradient:
         _fail("timing.per", "step timing of local epochs counts each client's batches, and run.workload: none "
               "builds no shards to count", "set client.steps (local steps per task) or timing.per: task")
@@ -636,6 +641,20 @@ def validate(cfg: Config) -> Config:
         _fail("run.sampling_draws", "sampling needs at least 2 clients", "raise data.num_clients or set it to 0")
     _positive("run.checkpoint_minutes", run.checkpoint_minutes, 5.0)
     return cfg
+
+
+def _check_files(cfg) -> None:
+    """Read every trace the config names, as the run will (the routing file is read above): a bad
+    file is refused before any data is loaded or any job submitted, with the run's one line."""
+    from afl.sim import availability, timing  # no torch: the login node validates every cell
+
+    t, n = cfg.timing, cfg.data.num_clients
+    if t.rates.kind == "trace":
+        timing.read_rate_trace(Path(t.rates.path), n)
+    if t.modulation.kind == "trace":
+        timing.read_speed_trace(Path(t.modulation.path), n)
+    if t.availability.kind == "trace":
+        availability.read_trace(Path(t.availability.path), n)
 
 
 def _check_availability(cfg, rule) -> None:

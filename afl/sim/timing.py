@@ -66,10 +66,13 @@ def group_sizes(fractions: list[float], n: int) -> np.ndarray:
 def _csv_rows(path: Path, key: str, columns: tuple[str, ...]) -> list[dict]:
     """The rows of the CSV at ``path`` (the config key ``key``), which must have ``columns``."""
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path} ({exc.strerror}); fix: give a readable CSV file") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise ConfigError(f"{key}: {path} is not a CSV text file; fix: give a CSV file with columns "
+                          f"{','.join(columns)}") from None
     if not rows or not set(columns) <= set(rows[0]):
         header = ",".join(columns)
         raise ConfigError(f"{key}: {path} needs a header with columns {header}; fix: add the header line '{header}'")
