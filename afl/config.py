@@ -52,10 +52,12 @@ DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
 DEFAULT_ROUNDS = 20
 
 
-def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None, added: bool = False):
+def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factory=None, added: bool = False,
+         beyond: typing.Callable[[str], bool] | None = None):
     """A config key. ``added``: added after runs were published; left out of ``config_hash`` while at
-    its default, so that adding it does not make every finished run another config to run again."""
-    meta = {"help": help, "choices": choices, "added": added}
+    its default, so that adding it does not make every finished run another config to run again.
+    ``beyond``: which values outside ``choices`` it also takes (a rule from outside afl)."""
+    meta = {"help": help, "choices": choices, "added": added, "beyond": beyond}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -134,7 +136,8 @@ class RoutingConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    name: str = _key("server rule", "afl", tuple(rules.RULES))
+    name: str = _key("server rule, or one from outside afl: 'package.module:RULE' or an installed afl.rules entry "
+                     "point (docs/extending.md)", "afl", tuple(rules.RULES), beyond=rules.external)
     concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
     staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
                                       factory=StalenessConfig)
@@ -361,11 +364,15 @@ def _build(cls, raw, prefix: str):
                 f"valid keys here: {', '.join(names)}"
             _fail(key, "unknown key", hint)
         values[k] = _coerce(key, v, hints[k])
-        choices = next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == k)
-        if choices and values[k] is not None and values[k] not in choices:
+        meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == k)
+        choices, beyond = meta["choices"], meta["beyond"]
+        if choices and values[k] is not None and values[k] not in choices and not (beyond and beyond(values[k])):
             close = difflib.get_close_matches(str(values[k]), choices, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(choices)}"
-            _fail(key, f"{values[k]!r} is not one of {', '.join(choices)}", hint)
+            problem = f"{values[k]!r} is not one of {', '.join(choices)}"
+            if beyond:
+                problem += " nor an import path 'package.module:OBJECT' or an installed entry point (docs/extending.md)"
+            _fail(key, problem, hint)
     return cls(**values)
 
 

@@ -332,3 +332,23 @@ def test_a_waiter_killed_between_sbatch_and_its_record_finds_its_array_by_commen
     assert sorted(recovered["tasks"]) == [f"{recovered['job_id']}_0", f"{recovered['job_id']}_1"]
     assert {r["job_id"] for r in records.values()} == set(recovered["tasks"])
     assert all(r["status"] == "completed" for r in records.values()) and len(records) == 2
+
+
+def test_a_rule_from_outside_afl_runs_as_a_slurm_array(tmp_path: Path, profile_env: dict) -> None:
+    """examples/custom_rule's trimmed mean, named by import path, with its package on PYTHONPATH only:
+    the workflow validates its cells on the login node and runs them as one array (issue 24)."""
+    example = REPO / "examples" / "custom_rule"
+    experiment = f"e{uuid.uuid4().hex[:8]}"
+    wf = workflow(tmp_path, {experiment: {"config": str(example / "config.yaml"), "set": {"run.rounds": 5},
+                                          "grid": {"seed": [0, 1]}}})
+    env = {**profile_env, "PYTHONPATH": str(example)}
+    result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "results" / experiment
+    (array,) = recorded_arrays(folder / "slurm")
+    assert sacct(array["job_id"]) == {f"{array['job_id']}_{i}": (experiment, "COMPLETED") for i in range(2)}
+    runs = json.loads((cell_dirs(folder)[0] / "run.json").read_text())
+    assert runs["status"] == "completed" and runs["config"]["algorithm"]["name"] == "my_afl_rules.rules:TRIMMED_MEAN"
+    without = snakemake(tmp_path / "bare", "--configfile", str(wf), profile="slurm", env=profile_env)
+    assert without.returncode != 0 and "algorithm.name: cannot import my_afl_rules.rules" in without.stderr
+    assert not (tmp_path / "bare" / "results" / experiment / "slurm").exists()  # nothing submitted

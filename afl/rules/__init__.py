@@ -6,7 +6,14 @@ asks for (how many arrivals form an update, synchronous or not, model or gradien
 defaults and checks). ``staleness`` holds the staleness functions ``s(tau)`` and ``lr`` the
 step-size rules the rules use. The simulator buffers arrivals until a rule's batch is full,
 computes each arrival's staleness ``tau = t - v``, and the run applies ``aggregate``.
+
+A rule outside afl (docs/extending.md) is named in ``algorithm.name`` by import path,
+``"package.module:OBJECT"``, or by the name of an installed entry point of the group
+``afl.rules``; either gives a ``Rule`` that ``get`` loads once and treats as a built-in one.
 """
+
+import importlib
+import importlib.metadata
 
 from afl.errors import config_fail
 from afl.rules import staleness
@@ -22,7 +29,7 @@ from afl.rules.ringleader import RINGLEADER
 from afl.rules.ringmaster import RINGMASTER
 from afl.rules.spec import Arrival, Clients, Rule
 
-__all__ = ["RULES", "Arrival", "Clients", "Rule", "get", "make", "validate"]
+__all__ = ["ENTRY_POINTS", "RULES", "Arrival", "Clients", "Rule", "external", "get", "make", "validate"]
 
 RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, RINGLEADER,
                                                  MSYNC, FADAS, MINDFLAYER)}
@@ -34,8 +41,46 @@ _UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a delay threshold
                       "time_limit": "a time limit per attempt"}
 
 
+ENTRY_POINTS = "afl.rules"  # the entry-point group of installed rules
+_LOADED: dict[str, Rule] = {}  # rules from outside afl, by the name the config gives
+
+
+def external(name: str) -> bool:
+    """Whether ``name`` names a rule outside afl: an import path or an installed entry point."""
+    return ":" in name or bool(importlib.metadata.entry_points(group=ENTRY_POINTS, name=name))
+
+
 def get(name: str) -> Rule:
-    return RULES[name]
+    """The ``Rule`` of ``algorithm.name``: a built-in one, or one loaded from outside afl (a
+    ``ConfigError`` naming ``algorithm.name`` if it cannot be)."""
+    rule = RULES.get(name) or _LOADED.get(name)
+    if rule is None:
+        rule = _LOADED[name] = _load(name)
+    return rule
+
+
+def _load(name: str) -> Rule:
+    key = "algorithm.name"
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            config_fail(key, f"cannot import {module} for {name} ({exc})",
+                        "put the package's folder on PYTHONPATH or pip install it")
+        except AttributeError:
+            config_fail(key, f"{module} has no {attr}", f"name a Rule defined in {module}")
+    else:
+        found = importlib.metadata.entry_points(group=ENTRY_POINTS, name=name)  # the config checked: one is
+        try:
+            obj = next(iter(found)).load()
+        except Exception as exc:  # the user's package failed to import: say which, in one line
+            config_fail(key, f"the {ENTRY_POINTS} entry point {name} does not load ({type(exc).__name__}: {exc})",
+                        "fix or reinstall the package that provides it")
+    if not isinstance(obj, Rule):
+        config_fail(key, f"{name} is a {type(obj).__name__}, not an afl.rules.Rule",
+                    "point it at a Rule(name=..., build=...) object (docs/extending.md)")
+    return obj
 
 
 def staleness_function(algorithm):
@@ -47,12 +92,12 @@ def staleness_function(algorithm):
 def make(algorithm, clients: Clients):
     """The aggregator of the config's ``algorithm`` section for ``clients`` (their routing p, asyncsgd's
     ``1/(n p_i)``; their rates and timing, mindflayer's attempts)."""
-    return RULES[algorithm.name].build(algorithm, staleness_function(algorithm), clients)
+    return get(algorithm.name).build(algorithm, staleness_function(algorithm), clients)
 
 
 def validate(algorithm) -> None:
     """The checks of the rule named in ``algorithm``, and keys set that it does not read."""
-    rule = RULES[algorithm.name]
+    rule = get(algorithm.name)
     for key, noun in _UNSET_UNLESS_READ.items():
         if getattr(algorithm, key) not in (None, False) and key not in rule.keys:
             owners = [r.name for r in RULES.values() if key in r.keys]

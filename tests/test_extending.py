@@ -1,0 +1,106 @@
+"""A server rule from outside afl (examples/custom_rule): by import path and by entry point, through
+``afl validate`` and ``afl train``, with afl's own checks, tables and resume (issue 24)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from afl.cli import main
+from afl.config import load_config
+from afl.run.train import train
+
+from helpers import assert_same_tables, train_killed_after
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "custom_rule"
+CONFIG = EXAMPLE / "config.yaml"
+
+
+def afl(*args, pythonpath=(EXAMPLE,)):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    return subprocess.run([sys.executable, "-m", "afl.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_the_trimmed_mean_by_hand(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from my_afl_rules.rules import TrimmedMean
+
+    from afl.rules import Arrival
+
+    values = [[1.0, 10.0], [2.0, -5.0], [3.0, 0.0], [100.0, 1.0], [4.0, 2.0]]
+    arrivals = [Arrival(i, 0, torch.zeros(2), torch.tensor(v), 1, 0.0) for i, v in enumerate(values)]
+    x, w = TrimmedMean(0.2).aggregate(torch.zeros(2), arrivals, [0] * 5)
+    # floor(0.2 * 5) = 1 a side: coordinate 0 keeps 2, 3, 4 -> 3; coordinate 1 keeps 0, 1, 2 -> 1.
+    assert x.tolist() == [3.0, 1.0] and w.tolist() == [0.2] * 5
+
+
+def test_the_example_rule_validates_and_trains_by_import_path(tmp_path):
+    checked = afl("validate", str(CONFIG))
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: "), checked.stderr
+    ran = afl("train", str(CONFIG), "--out", str(tmp_path / "trimmed"), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    sfl = afl("train", str(CONFIG), "--out", str(tmp_path / "sfl"), "--quiet", "--set", "algorithm.name=sfl")
+    assert sfl.returncode == 0, sfl.stderr
+    trimmed = pd.read_parquet(tmp_path / "trimmed" / "evals.parquet")["test_acc"].iloc[-1]
+    mean = pd.read_parquet(tmp_path / "sfl" / "evals.parquet")["test_acc"].iloc[-1]
+    # IID clients: trimming a fifth at each end costs little against the plain mean (both about 0.8).
+    assert trimmed > 0.7 and abs(trimmed - mean) < 0.03, (trimmed, mean)
+    updates = pd.read_parquet(tmp_path / "trimmed" / "updates.parquet")
+    assert (updates.groupby("version").size() == 5).all() and (updates["weight"] == 0.2).all()
+
+
+def test_an_installed_entry_point_names_the_same_rule(tmp_path):
+    """A distribution's entry point in the group afl.rules (as `pip install ./examples/custom_rule`
+    registers it): `algorithm.name: trimmed_mean` runs the same rule, bit for bit."""
+    site = tmp_path / "site"
+    info = site / "my_afl_rules-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-afl-rules\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[afl.rules]\ntrimmed_mean = my_afl_rules.rules:TRIMMED_MEAN\n")
+    by_name = afl("train", str(CONFIG), "--out", str(tmp_path / "name"), "--quiet", "--set",
+                  "algorithm.name=trimmed_mean", pythonpath=(EXAMPLE, site))
+    assert by_name.returncode == 0, by_name.stderr
+    by_path = afl("train", str(CONFIG), "--out", str(tmp_path / "path"), "--quiet")
+    assert by_path.returncode == 0, by_path.stderr
+    for table in ("updates.parquet", "clients.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "name" / table),
+                                      pd.read_parquet(tmp_path / "path" / table), check_exact=True)
+    missing = afl("validate", str(CONFIG), "--set", "algorithm.name=trimmed_mean")  # not installed here
+    assert missing.returncode == 2 and "nor an import path" in missing.stderr
+
+
+def test_a_run_of_the_example_rule_resumes_to_the_uninterrupted_tables(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    overrides = ["run.checkpoint_every=5", "run.rounds=20"]
+    train(load_config(CONFIG, overrides), tmp_path / "whole", progress=False)
+    train_killed_after(load_config(CONFIG, overrides), tmp_path / "cut", 2, monkeypatch)
+    train(load_config(CONFIG, overrides), tmp_path / "cut", progress=False)
+    assert_same_tables(tmp_path / "whole", tmp_path / "cut")
+
+
+@pytest.mark.parametrize("name, words", [
+    ("no_such_pkg.rules:X", "cannot import no_such_pkg.rules for no_such_pkg.rules:X"),
+    ("my_afl_rules.rules:NOPE", "my_afl_rules.rules has no NOPE"),
+    ("my_afl_rules.rules:TRIM", "is a float, not an afl.rules.Rule"),
+    ("trimmed_men", "nor an import path"),
+])
+def test_a_bad_rule_name_is_one_line_naming_the_key(capsys, monkeypatch, name, words):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    code = main(["validate", str(CONFIG), "--set", f"algorithm.name={name}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("afl: error: algorithm.name: ") and words in err[0], err
+    assert "fix: " in err[0]
+
+
+def test_the_example_rule_s_own_check_runs(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    code = main(["validate", str(CONFIG), "--set", "algorithm.concurrency=4"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("afl: error: algorithm.concurrency: a trimmed mean of 4 results trims nothing")
