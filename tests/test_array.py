@@ -113,7 +113,10 @@ def test_a_task_runs_its_cells_in_child_processes_to_the_tables_of_afl_train(tmp
 
 def test_a_failing_cell_fails_its_task_after_the_other_finishes(tmp_path):
     good = cell(tmp_path, "good", TINY)
-    bad = cell(tmp_path, "bad", {**TINY, "timing": {"rates": {"kind": "trace", "path": str(tmp_path / "none.csv")}}})
+    trace = tmp_path / "none.csv"  # there when the cell is planned, gone when it runs
+    trace.write_text("client,rate\n" + "".join(f"{i},1\n" for i in range(4)))
+    bad = cell(tmp_path, "bad", {**TINY, "timing": {"rates": {"kind": "trace", "path": str(trace)}}})
+    trace.unlink()
     with pytest.raises(CellsFailed, match=r"1 of 2 cells failed \(bad\); each cell's output is in its folder's "):
         CellTask([bad.as_task(), good.as_task()], threads=1)()
     assert (Path(good.out) / "run.json").exists()

@@ -138,30 +138,33 @@ def test_bad_slurm_setting_stops_the_workflow_before_any_submission(tmp_path: Pa
     assert not (tmp_path / "results").exists()
 
 
-def test_failed_cell_reports_state_and_log_and_rerun_retries_only_it(tmp_path: Path, profile_env: dict) -> None:
-    base = write_yaml(tmp_path / "base.yaml", {**TINY, "run": {"rounds": 20, "workload": "none"}})
-    rates = tmp_path / "rates.csv"  # missing: the trace cell's run fails when it reads it
-    wf = workflow(tmp_path, {"e": {"config": str(base), "set": {"timing.rates.path": str(rates)},
-                                   "grid": {"timing.rates.kind": ["constant", "trace"]}}})
+def test_failed_cell_reports_state_and_log_and_rerun_retries_only_it(tmp_path: Path, profile_env: dict,
+                                                                   shared_data_root: Path) -> None:
+    base = write_yaml(tmp_path / "base.yaml", {**TINY, "model": {"name": "logreg"}, "run": {"rounds": 20}})
+    root = tmp_path / "data"  # empty: the MNIST cell's run fails when it loads its data (no check can tell before)
+    root.mkdir()
+    wf = workflow(tmp_path, {"e": {"config": str(base), "variants": [
+        {"data.name": "synthetic"},
+        {"data.name": "mnist", "data.root": str(root), "data.train_subset": 400, "data.test_subset": 100}]}})
     first = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     output = first.stdout + first.stderr
     assert first.returncode != 0
     folder = tmp_path / "results" / "e"
-    good, bad = (next(folder.glob(f"timing.rates.kind={k}__*")) for k in ("constant", "trace"))
+    good, bad = (next(folder.glob(f"data.name={k}__*")) for k in ("synthetic", "mnist"))
     (array,) = recorded_arrays(folder / "slurm")
     task = next(t for t, names in array["tasks"].items() if names == [f"e:{bad.name}"])
     head = re.search(rf"afl: error: cell e:{re.escape(bad.name)}: SLURM array task {task} ended (\w+) "
                      r"\(exit code 1:0\); fix: .*", output)
     assert head and head.group(1) == "FAILED", output
     assert "--- last " in output and f"lines of {bad / 'train.log'}" in output
-    assert f"timing.rates.path: cannot read {rates} (No such file or directory)" in output
+    assert f"MNIST not found under {root / 'MNIST' / 'raw'}" in output
     assert "1 of 2 cells of e failed" in output
     assert sacct(task)[task][1] == "FAILED"
     good_job = json.loads((good / "run.json").read_text())["slurm_job"]
     assert sacct(good_job)[good_job][1] == "COMPLETED"
     assert not (bad / "run.json").exists() or json.loads((bad / "run.json").read_text())["status"] != "completed"
 
-    rates.write_text("client,rate\n0,1\n1,1\n2,0.5\n3,0.2\n")
+    (root / "MNIST").symlink_to(shared_data_root / "MNIST")
     second = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
     assert second.returncode == 0, second.stdout + second.stderr
     log = (tmp_path / "results" / "logs" / "submit" / "e.log").read_text()

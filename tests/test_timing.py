@@ -148,7 +148,9 @@ def test_the_same_uniform_feeds_every_distribution():
 
 
 def rates(n: int, seed: int = 0, **keys) -> np.ndarray:
-    return timing.client_rates(timing_config(rates=keys).rates, n, seed)
+    cfg = load_config({"data": {"num_clients": n}, "algorithm": {"concurrency": 1}, "timing": {"rates": keys},
+                       "client": {"steps": 7}, "run": {"workload": "none", "updates": 10}})  # reads a trace already
+    return timing.client_rates(cfg.timing.rates, n, seed)
 
 
 def test_constant_rates():

@@ -64,7 +64,10 @@ def test_cells_sharing_one_worker_write_the_tables_of_afl_train_alone(tmp_path, 
 
 
 def test_a_cell_that_raises_or_kills_its_worker_fails_alone(tmp_path, shared_data_root):
-    bad = cell(tmp_path, "bad", {**TINY, "timing": {"rates": {"kind": "trace", "path": str(tmp_path / "none.csv")}}})
+    trace = tmp_path / "none.csv"  # there when the cell is planned, gone when it runs
+    trace.write_text("client,rate\n" + "".join(f"{i},1\n" for i in range(4)))
+    bad = cell(tmp_path, "bad", {**TINY, "timing": {"rates": {"kind": "trace", "path": str(trace)}}})
+    trace.unlink()
     long = mnist(tmp_path, "long", shared_data_root, "run.rounds=400")
     good = cell(tmp_path, "good", TINY)
     pool, ended = Pool(1, 1), []
