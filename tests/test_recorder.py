@@ -201,10 +201,10 @@ def crash(monkeypatch, where: str, folder: Path, owner, method: str) -> None:
 FRAME = filled().evals_frame()
 FILES = {  # name: (write, read, the old content, the new content, what writes the temporary file)
     "evals.parquet": (atomic.write_parquet, pd.read_parquet, FRAME, FRAME.assign(test_acc=[0.9, 0.95]),
-                      (pd.DataFrame, "to_parquet")),
+                      (atomic, "_write")),
     "run.json": (atomic.write_json, lambda path: json.loads(path.read_text()),
                  {"status": "completed", "updates": 10}, {"status": "failed", "updates": 12},
-                 (Path, "write_text")),
+                 (atomic, "_write")),
 }
 
 

@@ -105,22 +105,27 @@ from afl.cli import main
 
 hold = os.environ.get("HOLD_WRITE_AT")
 if hold:
-    real = torch.save
+    from afl import atomic
 
-    def slow_save(state, path):
-        # Writes half the checkpoint, says so, then waits to be killed mid-write.
-        buf = io.BytesIO()
-        real(state, buf)
-        data = buf.getvalue()
-        with open(path, "wb") as fh:
+    real_save, real_write, version = torch.save, atomic._write, [0]
+
+    def save(state, f):
+        version[0] = state["simulation"]["version"]
+        real_save(state, f)
+
+    def slow_write(tmp, data):
+        # Writes half the checkpoint's file, says so, then waits to be killed mid-write.
+        if not tmp.name.startswith(".checkpoint.pt.tmp-"):
+            return real_write(tmp, data)
+        with open(tmp, "wb") as fh:
             fh.write(data[: len(data) // 2])
             fh.flush()
-            if state["simulation"]["version"] >= int(hold):
+            if version[0] >= int(hold):
                 open(os.environ["MARKER"], "w").close()
                 time.sleep(600)
             fh.write(data[len(data) // 2:])
 
-    torch.save = slow_save
+    torch.save, atomic._write = save, slow_write
 sys.exit(main(sys.argv[1:]))
 """
 

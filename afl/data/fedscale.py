@@ -19,7 +19,7 @@ import io
 import pickle
 from pathlib import Path
 
-from afl.atomic import replace_atomically, tmp_name
+from afl.atomic import write_bytes
 from afl.errors import AflError
 
 
@@ -80,8 +80,5 @@ def convert(path: Path, out: Path, clients: int, horizon: float, scale: float = 
         except (KeyError, TypeError, ValueError) as exc:
             raise AflError(f"{path}: client {key!r} is not a FedScale record ({exc}); fix: give FedScale's "
                            "client_behave_trace file") from None
-    out = Path(out)
-    tmp = tmp_name(out)
-    tmp.write_text(text.getvalue())
-    replace_atomically(tmp, out)
+    write_bytes(text.getvalue().encode(), Path(out))
     return rows

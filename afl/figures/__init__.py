@@ -24,6 +24,7 @@ to a temporary name first and renamed into place, so Snakemake never sees a part
 """
 
 import importlib
+import io
 import pkgutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from afl.atomic import replace_atomically, tmp_name  # noqa: E402
+from afl.atomic import write_bytes  # noqa: E402
 
 DPI = 150
 
@@ -51,9 +52,9 @@ def save(fig: plt.Figure, path: Path) -> list[Path]:
     fig.tight_layout()
     written = []
     for target in (path.with_suffix(".png"), path.with_suffix(".pdf")):
-        tmp = tmp_name(target)
-        fig.savefig(tmp, dpi=DPI, format=target.suffix[1:], bbox_inches="tight")
-        replace_atomically(tmp, target)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=DPI, format=target.suffix[1:], bbox_inches="tight")
+        write_bytes(buffer.getvalue(), target)
         written.append(target)
     plt.close(fig)
     return written

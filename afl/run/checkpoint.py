@@ -9,6 +9,7 @@ the previous checkpoint, so a kill at any moment leaves either the old or the ne
 checkpoint whole, never a partial one.
 """
 
+import io
 import json
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from afl.errors import AflError
-from afl.atomic import replace_atomically, tmp_name
+from afl.atomic import write_bytes
 
 NAME = "checkpoint.pt"
 FINAL = ("completed", "diverged")  # a run with this status is not run again: the same config ends the same way
@@ -34,12 +35,13 @@ def plain(obj):
 
 
 def save(state: dict, out: Path) -> None:
+    """Write the checkpoint atomically (``afl.atomic.write_bytes``: a full disk is one line, and the
+    previous checkpoint stays whole)."""
     import torch
 
-    path = Path(out) / NAME
-    tmp = tmp_name(path)
-    torch.save(plain(state), tmp)
-    replace_atomically(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(plain(state), buffer)
+    write_bytes(buffer.getvalue(), Path(out) / NAME)
 
 
 def load(out: Path) -> dict | None:

@@ -179,9 +179,12 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     try:
         outcome = sim.run()
     except Exception as exc:
-        atomic.write_json(provenance(cfg, started, device) | {
-            "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "updates": sim.version,
-            "wall_time": time.perf_counter() - wall0}, out / "run.json")
+        try:
+            atomic.write_json(provenance(cfg, started, device) | {
+                "status": "failed", "reason": f"{type(exc).__name__}: {exc}", "updates": sim.version,
+                "wall_time": time.perf_counter() - wall0}, out / "run.json")
+        except atomic.DiskFull:
+            pass  # the disk that failed the run fails this record too: the run's own error is the one to tell
         raise
     finally:
         bar.close()
