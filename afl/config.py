@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from afl import rules
+from afl import extensions, rules
 from afl.errors import ConfigError, config_fail
 from afl.rules import lr as lr_rules
 from afl.rules import staleness
@@ -88,8 +88,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str | None = _key("model (default: cnn for mnist, resnet20 for cifar10, "
-                            "logreg for synthetic)", None, MODELS)
+    name: str | None = _key("model (default: cnn for mnist, resnet20 for cifar10, logreg for synthetic), or one "
+                            "from outside afl: 'package.module:factory' or an installed afl.models entry point "
+                            "(docs/extending.md)", None, MODELS,
+                            beyond=lambda name: extensions.external(extensions.MODEL_GROUP, name))
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,50 @@ def test_the_example_rule_s_own_check_runs(capsys, monkeypatch):
     code = main(["validate", str(CONFIG), "--set", "algorithm.concurrency=4"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("afl: error: algorithm.concurrency: a trimmed mean of 4 results trims nothing")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_a_model_from_outside_afl_trains_by_import_path_and_entry_point(tmp_path):
+    """examples/custom_rule's wide_mlp (one hidden layer of 64): by import path, initialised like mlp
+    from the run's INIT stream (so the same bits by entry point), and trained in afl's batches."""
+    site = tmp_path / "site"
+    info = site / "my_afl_rules-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-afl-rules\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[afl.models]\nwide_mlp = my_afl_rules.models:wide_mlp\n")
+    runs = {}
+    for how, name in (("path", "my_afl_rules.models:wide_mlp"), ("entry", "wide_mlp")):
+        done = afl("train", str(CONFIG), "--out", str(tmp_path / how), "--quiet", "--set", f"model.name={name}",
+                   "--set", "algorithm.name=sfl", pythonpath=(EXAMPLE, site))
+        assert done.returncode == 0, done.stderr
+        runs[how] = pd.read_parquet(tmp_path / how / "evals.parquet")
+    pd.testing.assert_frame_equal(runs["path"].drop(columns="wall_time"), runs["entry"].drop(columns="wall_time"),
+                                  check_exact=True)
+    assert runs["path"]["test_acc"].iloc[-1] > 0.7  # IID Synthetic(1,1): it learns
+
+
+def test_the_factory_s_model_is_initialised_from_the_generator(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from afl.learning import models
+
+    a, b, c = (models.build("my_afl_rules.models:wide_mlp", 10, (60,), torch.Generator().manual_seed(s))
+               for s in (1, 1, 2))
+    flat = [torch.cat([p.reshape(-1) for p in m.parameters()]) for m in (a, b, c)]
+    assert torch.equal(flat[0], flat[1]) and not torch.equal(flat[0], flat[2])
+    assert [tuple(p.shape) for p in a.parameters()] == [(64, 60), (64,), (10, 64), (10,)]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("my_afl_rules.models:with_dropout", "batched training has no rule for Dropout"),
+    ("my_afl_rules.models:nothing", "my_afl_rules.models has no nothing"),
+    ("my_afl_rules.rules:TRIM", "is a float, not a model factory"),
+    ("my_afl_rules.rules:TrimmedMean", "raised TypeError"),
+    ("builtins:print", "returned a NoneType, not a torch.nn.Module"),
+])
+def test_a_model_afl_cannot_train_is_one_line_before_any_task(tmp_path, name, words):
+    done = afl("train", str(CONFIG), "--out", str(tmp_path / "out"), "--quiet", "--set", f"model.name={name}")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and err[0].startswith("afl: error: model.name: ") and words in err[0], err
+    assert not (tmp_path / "out" / "updates.parquet").exists()

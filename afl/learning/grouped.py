@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afl import params
 from afl.learning.models import BasicBlock
 
 
@@ -143,3 +144,18 @@ class _GlobalMean(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.memory_format)
         return out.copy_(grad.expand(ctx.shape)).div_(ctx.shape[2] * ctx.shape[3]), None
+
+
+@torch.no_grad()
+def check_trainable(model: nn.Module, input_shape, num_classes: int) -> None:
+    """``TypeError`` unless batched training can run ``model``: every layer one ``GroupedModel``
+    has a rule for, and log-probabilities ``[k, num_classes, N]`` out (one forward pass of one
+    zero sample, for a model from outside afl before any task runs)."""
+    grouped = GroupedModel(model, channels_last=False)
+    parts, buffers = grouped.unstack(params.flatten(model).unsqueeze(0))
+    shape = tuple(input_shape)
+    x = torch.zeros(1, *shape) if grouped.images else torch.zeros(1, 1, *shape)
+    out = grouped.forward(parts, buffers, x, None)
+    if tuple(out.shape) != (1, num_classes, 1):
+        raise TypeError(f"its output has shape {tuple(out.shape)} in batched training, not (k, {num_classes}, N): "
+                        "end it with Linear(..., num_classes) and LogSoftmax(dim=1)")

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afl import params
+from afl import extensions, params
+from afl.errors import config_fail
 
 MODELS = ("cnn", "resnet20", "mlp", "logreg")
 
@@ -122,8 +123,13 @@ def _initialise(model: nn.Module, name: str, g: torch.Generator) -> None:
 
 def build(name: str, num_classes: int, input_shape: Sequence[int], generator: torch.Generator) -> nn.Module:
     """The model ``name`` for inputs of shape ``input_shape`` (one sample, e.g. ``(1, 28, 28)``)
-    and ``num_classes`` classes, float32 on the CPU, initialised from ``generator`` only."""
-    if name not in _ARCHITECTURES:
+    and ``num_classes`` classes, float32 on the CPU, initialised from ``generator`` only.
+
+    ``name`` may also name a factory from outside afl (``afl.extensions``: an import path or an
+    ``afl.models`` entry point): ``factory(input_shape, num_classes)`` returns the ``nn.Module``,
+    built of the layers ``afl.learning.grouped`` trains and ending in ``LogSoftmax(dim=1)``; it is
+    initialised like ``mlp`` (PyTorch's defaults, from ``generator``)."""
+    if name not in _ARCHITECTURES and not extensions.external(extensions.MODEL_GROUP, name):
         raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -134,10 +140,26 @@ def build(name: str, num_classes: int, input_shape: Sequence[int], generator: to
         raise ValueError(f"model '{name}' needs an input_shape (channels, height, width), got {shape}")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    with torch.device("meta"):
-        model = _ARCHITECTURES[name](shape, num_classes)
+    factory = _ARCHITECTURES.get(name) or extensions.load(extensions.MODEL_GROUP, "model.name", name)
+    if not callable(factory):
+        config_fail("model.name", f"{name} is a {type(factory).__name__}, not a model factory",
+                    "point it at a function (input_shape, num_classes) -> nn.Module")
+    try:
+        with torch.device("meta"):
+            model = factory(shape, num_classes)
+    except Exception as exc:  # a factory from outside afl that fails: one line, not its traceback
+        if name in _ARCHITECTURES:
+            raise
+        config_fail("model.name", f"{name}{shape, num_classes} raised {type(exc).__name__}: {exc}",
+                    "fix the factory: it is called as factory(input_shape, num_classes)")
+    if not isinstance(model, nn.Module):
+        config_fail("model.name", f"{name} returned a {type(model).__name__}, not a torch.nn.Module",
+                    "return an nn.Module from factory(input_shape, num_classes)")
     model = model.to_empty(device="cpu").float()
-    _initialise(model, name, generator)
+    try:
+        _initialise(model, name, generator)
+    except TypeError as exc:
+        config_fail("model.name", f"{name}: {exc}", "use layers with parameters afl knows (Linear, Conv2d, BatchNorm2d)")
     return model
 
 

@@ -12,9 +12,7 @@ A rule outside afl (docs/extending.md) is named in ``algorithm.name`` by import 
 ``afl.rules``; either gives a ``Rule`` that ``get`` loads once and treats as a built-in one.
 """
 
-import importlib
-import importlib.metadata
-
+from afl import extensions
 from afl.errors import config_fail
 from afl.rules import staleness
 from afl.rules.asyncsgd import ASYNCSGD
@@ -41,13 +39,13 @@ _UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a delay threshold
                       "time_limit": "a time limit per attempt"}
 
 
-ENTRY_POINTS = "afl.rules"  # the entry-point group of installed rules
+ENTRY_POINTS = extensions.RULE_GROUP  # the entry-point group of installed rules
 _LOADED: dict[str, Rule] = {}  # rules from outside afl, by the name the config gives
 
 
 def external(name: str) -> bool:
     """Whether ``name`` names a rule outside afl: an import path or an installed entry point."""
-    return ":" in name or bool(importlib.metadata.entry_points(group=ENTRY_POINTS, name=name))
+    return extensions.external(ENTRY_POINTS, name)
 
 
 def get(name: str) -> Rule:
@@ -55,32 +53,12 @@ def get(name: str) -> Rule:
     ``ConfigError`` naming ``algorithm.name`` if it cannot be)."""
     rule = RULES.get(name) or _LOADED.get(name)
     if rule is None:
-        rule = _LOADED[name] = _load(name)
+        rule = extensions.load(ENTRY_POINTS, "algorithm.name", name)
+        if not isinstance(rule, Rule):
+            config_fail("algorithm.name", f"{name} is a {type(rule).__name__}, not an afl.rules.Rule",
+                        "point it at a Rule(name=..., build=...) object (docs/extending.md)")
+        _LOADED[name] = rule
     return rule
-
-
-def _load(name: str) -> Rule:
-    key = "algorithm.name"
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except ImportError as exc:
-            config_fail(key, f"cannot import {module} for {name} ({exc})",
-                        "put the package's folder on PYTHONPATH or pip install it")
-        except AttributeError:
-            config_fail(key, f"{module} has no {attr}", f"name a Rule defined in {module}")
-    else:
-        found = importlib.metadata.entry_points(group=ENTRY_POINTS, name=name)  # the config checked: one is
-        try:
-            obj = next(iter(found)).load()
-        except Exception as exc:  # the user's package failed to import: say which, in one line
-            config_fail(key, f"the {ENTRY_POINTS} entry point {name} does not load ({type(exc).__name__}: {exc})",
-                        "fix or reinstall the package that provides it")
-    if not isinstance(obj, Rule):
-        config_fail(key, f"{name} is a {type(obj).__name__}, not an afl.rules.Rule",
-                    "point it at a Rule(name=..., build=...) object (docs/extending.md)")
-    return obj
 
 
 def staleness_function(algorithm):

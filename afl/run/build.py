@@ -19,7 +19,9 @@ import torch
 
 from afl import params, rules
 from afl.config import Config
+from afl.errors import config_fail
 from afl.learning import models
+from afl.learning.grouped import check_trainable
 from afl.learning.local import TaskResult, task_steps
 from afl.learning.trainer import Options
 from afl.learning.workloads import NullWorkload, TrainingWorkload
@@ -89,7 +91,14 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
     steps = task_steps(cfg.client, rule.gradient, fed.sizes if training else None, n)
     if training:
         model = models.build(cfg.model.name, fed.num_classes, fed.input_shape,
-                             generator=torch_stream(cfg.seed, Stream.INIT)).to(device)
+                             generator=torch_stream(cfg.seed, Stream.INIT))
+        if cfg.model.name not in models.MODELS:  # a model from outside afl: can the batched trainer run it?
+            try:
+                check_trainable(model, fed.input_shape, fed.num_classes)
+            except TypeError as exc:
+                config_fail("model.name", f"{cfg.model.name}: {exc}", "build it from the layers listed in "
+                            "docs/extending.md, ending in LogSoftmax(dim=1)")
+        model = model.to(device)
         x0 = params.flatten(model)
         run = cfg.run
         workload = TrainingWorkload(model, fed.train_x, fed.train_y, fed.shards, steps, cfg.client,
