@@ -48,7 +48,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("tf32", "fp32", "bf16")
 ROUTING_OBJECTIVES = ("update", "time")
 
-DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}
+DEFAULT_MODEL = {"mnist": "cnn", "cifar10": "resnet20", "synthetic": "logreg"}  # else (a dataset from outside afl) mlp
 DEFAULT_ROUNDS = 20
 
 
@@ -65,7 +65,9 @@ def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factor
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _key("dataset", "mnist", DATASETS)
+    name: str = _key("dataset, or one from outside afl: 'package.module:provider' or an installed afl.datasets entry "
+                     "point (docs/extending.md)", "mnist", DATASETS,
+                     beyond=lambda name: extensions.external(extensions.DATA_GROUP, name))
     root: str | None = _key("dataset root; else $AFL_DATA_ROOT, else ./data")
     num_clients: int = _key("number of clients n", 10)
     partition: str | None = _key("how the training set is split among clients "
@@ -467,7 +469,7 @@ def resolve(cfg: Config) -> Config:
     data = r(cfg.data, partition=cfg.data.partition
              or ("natural" if cfg.data.name == "synthetic" else "dirichlet"),
              augment=cfg.data.augment if cfg.data.augment is not None else cfg.data.name == "cifar10")
-    model = r(cfg.model, name=cfg.model.name or DEFAULT_MODEL[data.name])
+    model = r(cfg.model, name=cfg.model.name or DEFAULT_MODEL.get(data.name, "mlp"))
     client = cfg.client
     if client.epochs is None and client.steps is None and not rule.gradient:
         client = r(client, epochs=1)

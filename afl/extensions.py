@@ -1,5 +1,5 @@
 """Code from outside afl named in a config: an import path ``"package.module:OBJECT"`` or the name
-of an installed entry point of a group (``afl.rules``, ``afl.models``). No torch: the login node
+of an installed entry point of a group (``afl.rules``, ``afl.models``, ``afl.datasets``). No torch: the login node
 checks names here; what the object must be is its caller's business (docs/extending.md)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from afl.errors import config_fail
 
 RULE_GROUP = "afl.rules"  # entry points of installed server rules (afl.rules.Rule objects)
 MODEL_GROUP = "afl.models"  # entry points of installed model factories (afl.learning.models.build)
+DATA_GROUP = "afl.datasets"  # entry points of installed dataset providers (afl.data.datasets.load)
 
 
 def external(group: str, name: str) -> bool:

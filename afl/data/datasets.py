@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from afl import extensions
 from afl.data import cifar10, mnist, synthetic
 from afl.data.dataset import Dataset
+from afl.errors import AflError, config_fail
 
 DATASETS = ("mnist", "cifar10", "synthetic")
 
@@ -60,7 +62,9 @@ def load(
     synthetic_beta: float = 1.0,
     verify: bool = True,
 ) -> Dataset:
-    """Load ``name`` (one of ``DATASETS``) from ``root`` (see ``resolve_root``).
+    """Load ``name`` (one of ``DATASETS``, or a provider from outside afl: ``afl.extensions``) from
+    ``root`` (see ``resolve_root``). A provider is called as ``provider(root, seed)`` and returns a
+    ``Dataset`` (tensors as described above; ``client_indices`` for a natural partition).
 
     ``num_clients``, ``seed`` and ``synthetic_alpha``/``synthetic_beta`` only apply to
     the synthetic dataset, which is generated rather than read; ``verify`` checks the
@@ -68,10 +72,45 @@ def load(
     """
     if name == "synthetic":
         return synthetic.generate(num_clients, synthetic_alpha, synthetic_beta, seed)
+    if name not in DATASETS and extensions.external(extensions.DATA_GROUP, name):
+        return _provided(name, resolve_root(root), seed)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     root = resolve_root(root).resolve()
     return _read(name, root, verify, _files(root / (mnist.FOLDER if name == "mnist" else cifar10.FOLDER)))
+
+
+def _provided(name: str, root: Path, seed: int) -> Dataset:
+    """The ``Dataset`` a provider from outside afl returns (``provider(root, seed)``), checked: float32
+    inputs and int64 labels in ``0..num_classes-1``, as many of each, train and test alike."""
+    provider = extensions.load(extensions.DATA_GROUP, "data.name", name)
+    if not callable(provider):
+        config_fail("data.name", f"{name} is a {type(provider).__name__}, not a dataset provider",
+                    "point it at a function (root, seed) -> afl.data.Dataset")
+    try:
+        ds = provider(root, seed)
+    except AflError:
+        raise
+    except Exception as exc:  # a provider that fails: one line, not its traceback
+        config_fail("data.name", f"{name}(root, seed) raised {type(exc).__name__}: {exc}", "fix the provider")
+    if not isinstance(ds, Dataset):
+        config_fail("data.name", f"{name} returned a {type(ds).__name__}, not an afl.data.Dataset",
+                    "return Dataset(name, train_x, train_y, test_x, test_y, num_classes)")
+    for split in ("train", "test"):
+        x, y = getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y")
+        problem = (f"{split}_x is not a float32 tensor" if not (isinstance(x, torch.Tensor) and x.dtype == torch.float32)
+                   else f"{split}_y is not an int64 tensor" if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64)
+                   else f"{split}_x holds {len(x)} samples and {split}_y {len(y)} labels" if len(x) != len(y) or y.ndim != 1
+                   else f"{split}_y has labels outside 0..{ds.num_classes - 1}" if len(y) and not (
+                       0 <= int(y.min()) and int(y.max()) < ds.num_classes)
+                   else f"{split} has no samples" if not len(y) else None)
+        if problem is not None:
+            config_fail("data.name", f"{name}: {problem}", "return inputs as float32 and labels as int64 "
+                        "class indices, one per sample")
+    if ds.num_classes < 2 or tuple(ds.test_x.shape[1:]) != ds.input_shape:
+        config_fail("data.name", f"{name}: {ds.num_classes} classes, or test inputs of another shape than the training "
+                    "inputs", "return at least 2 classes and inputs of one shape")
+    return ds
 
 
 def _files(folder: Path) -> tuple:
