@@ -174,6 +174,18 @@ def test_under_drop_no_result_comes_from_a_client_that_was_offline_during_its_ta
     assert clients["online_time"].sum() == pytest.approx(info["online_time"], rel=1e-12)
 
 
+@pytest.mark.parametrize("selection", ["without_replacement", "with_replacement", "routing"])
+def test_no_task_is_dispatched_to_an_offline_client(tmp_path, selection):
+    """Killed a with_replacement selector that added the clients online at time 0 to its pool a
+    second time (402 of 2,000 tasks went to offline clients)."""
+    config = raw(MARKOV)
+    config["algorithm"]["selection"] = selection
+    cfg, info, updates, _, clients = train_tables(tmp_path / "run", config)
+    path = path_of(cfg, 12)
+    assert all(path.online_at(c, t) for c, t in zip(updates["client"], updates["dispatch_time"]))
+    assert info["dropped_tasks"] > 100 and updates["client"].nunique() == 12
+
+
 def test_a_paused_task_takes_its_service_plus_the_time_its_client_was_offline(tmp_path):
     """With one task per client (m < n, without replacement) a task starts at its dispatch; under
     pause it comes back after its service time plus its client's offline time in between."""

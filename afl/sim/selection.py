@@ -67,7 +67,10 @@ class Selector:
                 self.offline_idle.add(client)
 
     def set_online(self, client: int, online: bool) -> None:
-        """``client`` came online or went offline; an idle client going offline stays idle."""
+        """``client`` came online or went offline (or, unchanged, nothing); an idle client going offline
+        stays idle."""
+        if self.online[client] == online:
+            return
         self.online[client] = online
         if self.mode == "routing":
             self.stale_cdf = True
