@@ -325,20 +325,26 @@ class Simulation:
         """Stop ``task`` in flight (the head of its client's queue, the only task there): its time
         so far is wasted, its result never computed, its client idle."""
         client = task.client
+        self._halt(client)
+        del self.queues[client]
+        self.stats.cancelled[client] += 1
+        self.in_flight -= 1
+        self.executor.discard(task)
+        self.selector.release(client)
+
+    def _halt(self, client: int) -> None:
+        """Halt the client's head task where it is: its completion timer cancelled, its time so far
+        (a paused task's until its pause, one not started none) counted busy and wasted."""
         timer = self.timers.pop(client, None)
         if timer is not None:
             timer.cancel()
-        del self.queues[client]
+        task = self.queues[client][0]
         if client in self.paused:
             spent = task.duration - self.paused.pop(client)
         else:
             spent = 0.0 if math.isnan(task.start_time) else self.loop.time() - task.start_time
         self.stats.busy_time[client] += spent
         self.stats.wasted_time[client] += spent
-        self.stats.cancelled[client] += 1
-        self.in_flight -= 1
-        self.executor.discard(task)
-        self.selector.release(client)
 
     def _stop_stale(self) -> int:
         """Stop every task in flight whose staleness now exceeds ``cancel_after``; how many."""
@@ -396,15 +402,8 @@ class Simulation:
                 head = queue[0]
                 self.paused[client] = head.start_time + head.duration - self.loop.time()
             return
-        timer = self.timers.pop(client, None)
-        if timer is not None:
-            timer.cancel()
+        self._halt(client)
         del self.queues[client]
-        head = queue[0]
-        if not math.isnan(head.start_time):
-            spent = self.loop.time() - head.start_time
-            self.stats.busy_time[client] += spent
-            self.stats.wasted_time[client] += spent
         for task in queue:
             self.stats.dropped[client] += 1
             self.executor.discard(task)
@@ -418,7 +417,7 @@ class Simulation:
 
     def _notice(self, lost: int, seq: int | None = None) -> None:
         """The server notices ``lost`` tasks lost: out of flight, replaced (an asynchronous rule)."""
-        self.notices.pop(seq if seq is not None else -1, None)
+        self.notices.pop(seq, None)  # None: noticed at once, no timer
         if self.outcome is None:
             self.in_flight -= lost
             self._settle(lost)
