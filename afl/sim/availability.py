@@ -31,7 +31,7 @@ import numpy as np
 
 from afl.errors import ConfigError
 from afl.rng import Stream
-from afl.sim.timing import CounterUniforms, _csv_rows, group_sizes
+from afl.sim.timing import CounterUniforms, csv_records, group_sizes
 
 
 class _Path:
@@ -181,14 +181,8 @@ def read_trace(path: Path, n: int) -> TraceAvailability:
     """A ``TraceAvailability`` from a CSV with columns ``client,start,end`` (any row order;
     overlapping or touching windows of a client are merged)."""
     key = "timing.availability.path"
-    rows = _csv_rows(path, key, ("client", "start", "end"))
     windows: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-    for line, row in enumerate(rows, start=2):
-        try:
-            client, start, end = int(row["client"]), float(row["start"]), float(row["end"])
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {path} line {line} is not 'client,start,end' numbers; "
-                              "fix: correct that line") from None
+    for line, (client, start, end) in csv_records(path, key, ("client", "start", "end")):
         if not 0 <= client < n or not (math.isfinite(start) and start >= 0) or not (math.isfinite(end) and end > start):
             raise ConfigError(f"{key}: {path} line {line}: client must be in 0..{n - 1} and 0 <= start < end "
                               "(finite); fix: correct that line")

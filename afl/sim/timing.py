@@ -63,8 +63,10 @@ def group_sizes(fractions: list[float], n: int) -> np.ndarray:
     return sizes
 
 
-def _csv_rows(path: Path, key: str, columns: tuple[str, ...]) -> list[dict]:
-    """The rows of the CSV at ``path`` (the config key ``key``), which must have ``columns``."""
+def csv_records(path: Path, key: str, columns: tuple[str, ...]) -> list[tuple[int, tuple]]:
+    """The rows of the CSV at ``path`` (the config key ``key``), which must have ``columns``: its line
+    number and its values, the first column an int (a client) and the others floats. A file that
+    cannot be read, has no such header or a row that is not numbers is one line naming it."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -73,22 +75,23 @@ def _csv_rows(path: Path, key: str, columns: tuple[str, ...]) -> list[dict]:
     except (UnicodeDecodeError, csv.Error):
         raise ConfigError(f"{key}: {path} is not a CSV text file; fix: give a CSV file with columns "
                           f"{','.join(columns)}") from None
+    header = ",".join(columns)
     if not rows or not set(columns) <= set(rows[0]):
-        header = ",".join(columns)
         raise ConfigError(f"{key}: {path} needs a header with columns {header}; fix: add the header line '{header}'")
-    return rows
+    records = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            records.append((line, (int(row[columns[0]]), *(float(row[c]) for c in columns[1:]))))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {path} line {line} is not '{header}' numbers; fix: correct that line") from None
+    return records
 
 
 def read_rate_trace(path: Path, n: int) -> np.ndarray:
     """Per-client rates from a CSV with columns ``client,rate`` (one row per client 0..n-1)."""
     key = "timing.rates.path"
-    rows = _csv_rows(path, key, ("client", "rate"))
     rates = np.full(n, np.nan)
-    for line, row in enumerate(rows, start=2):
-        try:
-            client, rate = int(row["client"]), float(row["rate"])
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {path} line {line} is not 'client,rate' numbers; fix: correct that line") from None
+    for line, (client, rate) in csv_records(path, key, ("client", "rate")):
         if not 0 <= client < n or not rate > 0:
             raise ConfigError(f"{key}: {path} line {line}: client must be in 0..{n - 1} and rate > 0; fix: correct that line")
         rates[client] = rate
@@ -289,14 +292,8 @@ class TraceSpeeds(_Piecewise):
 def read_speed_trace(path: Path, n: int) -> TraceSpeeds:
     """A ``TraceSpeeds`` from a CSV with columns ``client,time,rate`` (any row order)."""
     key = "timing.modulation.path"
-    rows = _csv_rows(path, key, ("client", "time", "rate"))
     points: list[dict[float, float]] = [{} for _ in range(n)]
-    for line, row in enumerate(rows, start=2):
-        try:
-            client, t, rate = int(row["client"]), float(row["time"]), float(row["rate"])
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {path} line {line} is not 'client,time,rate' numbers; "
-                              "fix: correct that line") from None
+    for line, (client, t, rate) in csv_records(path, key, ("client", "time", "rate")):
         if not 0 <= client < n or not (math.isfinite(t) and t >= 0) or not (math.isfinite(rate) and rate > 0):
             raise ConfigError(f"{key}: {path} line {line}: client must be in 0..{n - 1}, time >= 0 and rate > 0; "
                               "fix: correct that line")
