@@ -141,7 +141,8 @@ class RoutingConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = _key("server rule, or one from outside afl: 'package.module:RULE' or an installed afl.rules entry "
-                     "point (docs/extending.md)", "afl", tuple(rules.RULES), beyond=rules.external)
+                     "point (docs/extending.md)", "afl", tuple(rules.RULES),
+                     beyond=lambda name: extensions.external(extensions.RULE_GROUP, name))
     concurrency: int = _key("tasks in flight m (clients per round for sfl/afl)", 5)
     staleness: StalenessConfig = _key("staleness function s(tau) and its parameters",
                                       factory=StalenessConfig)

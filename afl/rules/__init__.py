@@ -27,7 +27,7 @@ from afl.rules.ringleader import RINGLEADER
 from afl.rules.ringmaster import RINGMASTER
 from afl.rules.spec import Arrival, Clients, Rule
 
-__all__ = ["ENTRY_POINTS", "RULES", "Arrival", "Clients", "Rule", "external", "get", "make", "validate"]
+__all__ = ["RULES", "Arrival", "Clients", "Rule", "get", "make", "validate"]
 
 RULES: dict[str, Rule] = {r.name: r for r in (SFL, AFL, FEDASYNC, FEDBUFF, ASYNCSGD, RENNALA, RINGMASTER, RINGLEADER,
                                                  MSYNC, FADAS, MINDFLAYER)}
@@ -39,13 +39,7 @@ _UNSET_UNLESS_READ = {"buffer_size": "a buffer", "max_delay": "a delay threshold
                       "time_limit": "a time limit per attempt"}
 
 
-ENTRY_POINTS = extensions.RULE_GROUP  # the entry-point group of installed rules
 _LOADED: dict[str, Rule] = {}  # rules from outside afl, by the name the config gives
-
-
-def external(name: str) -> bool:
-    """Whether ``name`` names a rule outside afl: an import path or an installed entry point."""
-    return extensions.external(ENTRY_POINTS, name)
 
 
 def get(name: str) -> Rule:
@@ -53,7 +47,7 @@ def get(name: str) -> Rule:
     ``ConfigError`` naming ``algorithm.name`` if it cannot be)."""
     rule = RULES.get(name) or _LOADED.get(name)
     if rule is None:
-        rule = extensions.load(ENTRY_POINTS, "algorithm.name", name)
+        rule = extensions.load(extensions.RULE_GROUP, "algorithm.name", name)
         if not isinstance(rule, Rule):
             config_fail("algorithm.name", f"{name} is a {type(rule).__name__}, not an afl.rules.Rule",
                         "point it at a Rule(name=..., build=...) object (docs/extending.md)")
