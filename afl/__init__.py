@@ -1,6 +1,6 @@
 """afl: asynchronous federated learning in deterministic virtual time.
 
-``AFL_PORTABLE_FLOAT=1`` in the environment (README "Reproducibility", promise 3) pins the
+``AFL_PORTABLE_FLOAT=1`` in the environment (docs/reproducibility.md, promise 3) pins the
 float code paths that differ between CPUs and between batch shapes before torch loads: MKL's
 conditional numerical reproducibility on its compatible path, ATen's portable (non-AVX) kernels
 and oneDNN's SSE4.1 kernels. Results then do not depend on how pending tasks are batched

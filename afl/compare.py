@@ -1,4 +1,4 @@
-"""The comparison protocol (README "Comparing methods"): each method at its own tuned best, chosen
+"""The comparison protocol (docs/comparing.md): each method at its own tuned best, chosen
 on tuning seeds, compared on evaluation seeds apart from them, with intervals that state n.
 
 Every figure that compares methods takes its numbers from here, on a table of one row per run

@@ -5,7 +5,7 @@ the server loss (the mean local training loss of a round's results) early and la
 test accuracy: ``demo`` (config/demo.yaml's mnist cells: MLP, 1 local epoch of SGD, 6,000
 samples, 20 rounds) and ``paperlike`` (the seed's local training, 10 epochs of Adam at 1e-3 with
 the delay-aware rate, patience 10, delays uniform(0, 2), on 20,000 samples for 30 rounds, with the
-MLP instead of the CNN so that it runs in minutes on a CPU). README "Cluster workflow" has the
+MLP instead of the CNN so that it runs in minutes on a CPU). docs/cluster.md has the
 numbers.
 
     python bench/clients_per_round.py [--data-root ../shared/data]   # about 3 minutes on 2 cores

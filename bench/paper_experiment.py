@@ -10,7 +10,7 @@ runs ``k`` cells of the experiment at once on the one device, as an array task o
 split between them; ``--sharing-rounds`` rounds each, seeds 0..k-1), for each ``k`` in
 ``--cells-per-device``, and prints the samples/s of all k together: what sharing a GPU gains.
 
-Part 4 (``tolerances``) checks on the device the float tolerances the README promises and the
+Part 4 (``tolerances``) checks on the device the float tolerances docs/reproducibility.md promises and the
 CPU tests hold (tests/test_batched.py): five tasks of the paper CNN on MNIST shards, one local
 epoch of Adam, trained batched in float32 against the task-by-task reference within 1e-4
 relative, compiled against eager within 1e-5, and ``bf16`` against float32 within 25% of each

@@ -1,6 +1,6 @@
 """The cost of ``AFL_PORTABLE_FLOAT=1``: the batched engine's training throughput with and without it.
 
-The switch (README "Reproducibility", promise 3) takes effect as torch loads, so each setting
+The switch (docs/reproducibility.md, promise 3) takes effect as torch loads, so each setting
 runs in fresh child processes, interleaved (default, portable, default, portable, ...). The
 workload is ``bench/training_throughput.py``'s: MNIST, Dirichlet(0.5) over 10 clients, one
 round of 5 clients, 1 local epoch of Adam (delay-aware, batch 64), trained at once by

@@ -68,7 +68,7 @@ def test_paper_experiment_runs_reduced(shared_data_root):
     assert sharing[2].endswith("| 1.00x |") and sharing[3].endswith("x |")
     one, two = (int(row.split("|")[3].replace(",", "")) for row in sharing[2:])
     assert 0 < one < two  # the samples the cells trained, counted from their clients tables
-    # Part 4, the README's float tolerances on this device: three rows, each within its bound.
+    # Part 4, docs/reproducibility.md's float tolerances on this device: three rows, each within its bound.
     tolerances = out[out.index("| tolerance"):].strip().splitlines()[2:]
     assert [row.split("|")[1].strip() for row in tolerances] == [
         "batched float32 vs task by task", "compiled vs eager", "bf16 vs float32"]

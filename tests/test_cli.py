@@ -85,14 +85,6 @@ def test_train_writes_the_four_outputs_with_a_progress_bar(tmp_path, shared_data
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
 
 
-def test_readme_documents_every_config_key():
-    from afl.config import reference
-
-    readme = (REPO / "README.md").read_text()
-    missing = [key for key, _, _ in reference() if f"`{key}`" not in readme]
-    assert not missing, f"README's configuration reference lacks {missing}"
-
-
 @pytest.mark.parametrize("argv", [["nope"], ["train", "x.yaml", "--out", "o", "--bogus"], ["queue", "predict"]])
 def test_usage_errors_are_one_line_with_the_fix(argv, capsys):
     from afl.cli import main

@@ -1,4 +1,4 @@
-"""The first seed's delay-aware local rate as a run uses it (README "What the simulator does").
+"""The first seed's delay-aware local rate as a run uses it (docs/simulator.md).
 
 A task sent model ``x_v`` with duration ``d`` trains its local epoch ``e`` at
 ``gamma_0 * schedule(v) / (sqrt(e + 1) (1 + alpha d))``. The test builds a real run
@@ -16,7 +16,7 @@ from afl.learning import trainer
 from afl.run.build import build
 
 GAMMA0, ALPHA, BATCH, EPOCHS, ROUNDS, M = 0.05, 0.3, 16, 2, 6, 3
-SCHEDULES = {  # the schedule's factor at server version v, by hand (README, afl/rules/lr.py docstring)
+SCHEDULES = {  # the schedule's factor at server version v, by hand (docs/simulator.md, afl/rules/lr.py docstring)
     "step": ({"schedule": "step", "schedule_every": 2, "schedule_gamma": 0.5}, lambda v: 0.5 ** (v // 2)),
     # afl applies every m results: ROUNDS planned server updates, the cosine's horizon
     "cosine": ({"schedule": "cosine"}, lambda v: 0.5 * (1 + math.cos(math.pi * min(v / ROUNDS, 1.0)))),

@@ -33,7 +33,7 @@ def test_same_seed_same_events_other_seed_differs(tmp_path, algorithm):
     _, a, _, a_clients = simulate(tmp_path, null_run(algorithm), "a")
     _, b, _, b_clients = simulate(tmp_path, null_run(algorithm), "b")
     _, c, _, _ = simulate(tmp_path, {**null_run(algorithm), "seed": 1}, "c")
-    # Promise 1 (README "Reproducibility"): bitwise identical tables, so exact, not pandas' rtol 1e-5.
+    # Promise 1 (docs/reproducibility.md): bitwise identical tables, so exact, not pandas' rtol 1e-5.
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     pd.testing.assert_frame_equal(a_clients, b_clients, check_exact=True)
     assert not a[["client", "time"]].equals(c[["client", "time"]])
@@ -136,7 +136,7 @@ def lazy_and_eager(tmp_path, monkeypatch, raw):
 
 @pytest.mark.blas
 def test_batching_changes_results_only_by_float_rounding(tmp_path, monkeypatch, shared_data_root):
-    """Promise 2 (README "Reproducibility"): batching pending tasks changes float rounding only.
+    """Promise 2 (docs/reproducibility.md): batching pending tasks changes float rounding only.
 
     The BLAS picks kernels (and so summation orders) by shape and CPU, so a batch of 5 tasks and 5
     single tasks round differently: bitwise equality held on one CPU only. The tolerance: float32

@@ -15,7 +15,7 @@ there the test asks what a correct model gives with probability > 99.8%: at most
 100 clients beyond 3 SE, none beyond 5 SE, and a mean squared z-score consistent with 1.
 
 Each network's check is self-contained: the largest relative error ``|simulated - predicted| /
-predicted`` of a client's mean staleness (the number the README reports) is held to that
+predicted`` of a client's mean staleness (the number docs/theory.md reports) is held to that
 network's own sampling error, ``z * SE_i / E[tau_i]`` per client (``z = 3``, or 5 on the
 100-client networks), not to one loose figure shared across tests.
 """

@@ -19,12 +19,12 @@ from afl.rules import Arrival
 from afl.sim.simulator import ClientStats
 from afl.sim.tasks import Task
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 
 def documented_columns(table: str) -> list[str]:
-    """The columns the README's "Results layout" lists for ``table`` (parenthesised notes dropped)."""
-    row = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{table}` |"))
+    """The columns docs/results.md lists for ``table`` (parenthesised notes dropped)."""
+    row = next(line for line in RESULTS_PAGE.read_text().splitlines() if line.startswith(f"| `{table}` |"))
     columns = row.split(" | ")[2]
     while re.search(r"\([^()]*\)", columns):
         columns = re.sub(r"\([^()]*\)", "", columns)

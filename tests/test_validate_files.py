@@ -79,3 +79,32 @@ def test_a_config_file_of_random_bytes_is_one_line(tmp_path, capsys, content, co
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"afl: error: {config}") and "fix:" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("key", list(GOOD))
+def test_a_huge_referenced_file_is_one_line_without_reading_it(tmp_path, capsys, key):
+    """A file past its limit (a sparse file here: nothing is written, and nothing must be read) is the
+    wrong file: one line with its size, before any parsing."""
+    from afl.errors import MAX_CONFIG_BYTES, MAX_TRACE_BYTES
+
+    config = config_with(tmp_path, key, GOOD[key])
+    limit = MAX_CONFIG_BYTES if key == "algorithm.routing" else MAX_TRACE_BYTES
+    with open(tmp_path / "file", "r+b") as fh:
+        fh.truncate(limit + 1)
+    code, err = validate(capsys, config)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"afl: error: {key}"), err
+    assert f"more than the {limit // 2**20} MiB" in err[0] and "fix:" in err[0]
+    with open(tmp_path / "file", "r+b") as fh:  # at the limit it is read (and parsed: the NUL bytes are not text)
+        fh.truncate(limit)
+    code, err = validate(capsys, config)
+    assert code == 2 and len(err) == 1 and "MiB" not in err[0], err
+
+
+def test_a_huge_config_file_is_one_line(tmp_path, capsys):
+    from afl.errors import MAX_CONFIG_BYTES
+
+    config = tmp_path / "config.yaml"
+    with open(config, "wb") as fh:
+        fh.truncate(MAX_CONFIG_BYTES + 1)
+    code, err = validate(capsys, config)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"afl: error: {config}: ") and "MiB" in err[0], err

@@ -18,7 +18,7 @@ stopping) and holds the per-task rows and their fused optimizer.
 
 Results equal the reference within float tolerance and, because all randomness comes from each
 task's own stream, do not depend on which tasks are trained together beyond float rounding
-(README "Reproducibility").
+(docs/reproducibility.md).
 """
 
 from __future__ import annotations

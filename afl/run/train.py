@@ -83,7 +83,7 @@ def provenance(cfg: Config, started: dt.datetime, device) -> dict:
 
 
 def float_paths() -> dict:
-    """What decides float rounding on this machine besides the config (README "Reproducibility"):
+    """What decides float rounding on this machine besides the config (docs/reproducibility.md):
     the CPU, torch's kernel set and threads, and the BLAS/oneDNN path settings."""
     return {"cpu": _cpu_model(), "aten_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "portable": afl.PORTABLE,
@@ -194,7 +194,7 @@ def train(cfg: Config, out: Path, progress: bool = True, restart: bool = False,
     atomic.write_parquet(updates, out / "updates.parquet")
     atomic.write_parquet(evals, out / "evals.parquet")
     atomic.write_parquet(rec.sampling_frame(), out / "sampling.parquet")
-    # The closed Jackson network's prediction beside the simulated staleness (README "Queueing theory").
+    # The closed Jackson network's prediction beside the simulated staleness (docs/theory.md).
     prediction = trainer_prediction(cfg, fed.rates, fed.routing, run.steps)
     atomic.write_parquet(recorder.clients_frame(
         outcome.stats, fed.sizes, fed.rates, fed.routing,

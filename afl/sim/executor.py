@@ -4,7 +4,7 @@ Every submitted task waits in ``pending``. When any result is asked for, all pen
 are computed together by the workload (``afl.learning.workloads``), so a buffered rule's
 results, and every task dispatched before them, are trained in one batch. Each task's random
 stream is keyed by (seed, client, task index), so which tasks are batched together changes
-no draw (README "Reproducibility" says what it does to float rounding).
+no draw (docs/reproducibility.md says what it does to float rounding).
 """
 
 from typing import Any, Callable

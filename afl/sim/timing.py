@@ -26,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from afl.errors import ConfigError
+from afl.errors import MAX_TRACE_BYTES, ConfigError, check_size
 from afl.rng import Stream, numpy_stream
 
 
@@ -66,7 +66,9 @@ def group_sizes(fractions: list[float], n: int) -> np.ndarray:
 def csv_records(path: Path, key: str, columns: tuple[str, ...]) -> list[tuple[int, tuple]]:
     """The rows of the CSV at ``path`` (the config key ``key``), which must have ``columns``: its line
     number and its values, the first column an int (a client) and the others floats. A file that
-    cannot be read, has no such header or a row that is not numbers is one line naming it."""
+    cannot be read, is larger than ``MAX_TRACE_BYTES``, has no such header or a row that is not
+    numbers is one line naming it."""
+    check_size(path, key, MAX_TRACE_BYTES, "CSV trace")
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))

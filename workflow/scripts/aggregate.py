@@ -1,7 +1,7 @@
 """Aggregation rule: one experiment's cells into one tidy Parquet table per kind.
 
 Inputs: each cell's ``launch.json`` (its folder holds ``run.json``, ``evals``/``updates``/
-``clients.parquet``; README "Results layout"). Outputs, each cell's rows concatenated with the
+``clients.parquet``; docs/results.md). Outputs, each cell's rows concatenated with the
 columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordinates
 (``afl.cluster.pipeline.Cell.columns``: its overrides plus algorithm.name, algorithm.concurrency, seed):
 
@@ -12,7 +12,7 @@ columns ``cell``, ``status`` (completed or diverged) and the cell's grid coordin
 - ``updates``: plus ``result`` (0-based order of application) and ``round`` = result // m + 1,
   a round being m results (m = algorithm.concurrency), as for the run's budget;
 - ``clients``: as written by the run;
-- ``sampling``: the sampling probe's rows plus ``round`` as for evals (README "Results layout";
+- ``sampling``: the sampling probe's rows plus ``round`` as for evals (docs/results.md;
   none where the probe was off).
 """
 
