@@ -67,7 +67,7 @@ def _key(help: str, default=None, choices: tuple[str, ...] | None = None, factor
 class DataConfig:
     name: str = _key("dataset, or one from outside afl: 'package.module:provider' or an installed afl.datasets entry "
                      "point (docs/extending.md)", "mnist", DATASETS,
-                     beyond=lambda name: extensions.external(extensions.DATA_GROUP, name))
+                     beyond=lambda name: extensions.external(extensions.DATA_GROUP, name, key="data.name"))
     root: str | None = _key("dataset root; else $AFL_DATA_ROOT, else ./data")
     num_clients: int = _key("number of clients n", 10)
     partition: str | None = _key("how the training set is split among clients "
@@ -93,7 +93,7 @@ class ModelConfig:
     name: str | None = _key("model (default: cnn for mnist, resnet20 for cifar10, logreg for synthetic), or one "
                             "from outside afl: 'package.module:factory' or an installed afl.models entry point "
                             "(docs/extending.md)", None, MODELS,
-                            beyond=lambda name: extensions.external(extensions.MODEL_GROUP, name))
+                            beyond=lambda name: extensions.external(extensions.MODEL_GROUP, name, key="model.name"))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ checks names here; what the object must be is its caller's business (docs/extend
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 
 from afl.errors import config_fail
 
@@ -14,9 +16,34 @@ MODEL_GROUP = "afl.models"  # entry points of installed model factories (afl.lea
 DATA_GROUP = "afl.datasets"  # entry points of installed dataset providers (afl.data.datasets.load)
 
 
-def external(group: str, name: str) -> bool:
-    """Whether ``name`` names code outside afl: an import path, or an installed entry point of ``group``."""
-    return ":" in name or bool(importlib.metadata.entry_points(group=group, name=name))
+def external(group: str, name: str, key: str | None = None) -> bool:
+    """Whether ``name`` names code outside afl: an import path, or an installed entry point of ``group``.
+    With ``key``, an import path whose module cannot be found on this node is a ``ConfigError``
+    naming ``key``: found, not imported (``findable``), so a login node checks a model's or a
+    dataset's path without running the user's code or loading torch."""
+    if ":" not in name:
+        return bool(importlib.metadata.entry_points(group=group, name=name))
+    module, _, attr = name.partition(":")
+    if key is not None and not (module and attr and findable(module)):
+        config_fail(key, f"cannot find module {module or '(none)'} of {name!r} on this node"
+                    + ("" if attr else " nor an object after the colon"),
+                    "write 'package.module:OBJECT' and put the package's folder on PYTHONPATH or pip install it")
+    return True
+
+
+def findable(module: str) -> bool:
+    """Whether the dotted ``module`` can be found on ``sys.path``, without executing any of it: the top
+    package is looked up by its spec, each submodule in its parent's folders."""
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+        for depth in range(2, len(parts) + 1):
+            if spec is None or not spec.submodule_search_locations:
+                return False
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), spec.submodule_search_locations)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None
 
 
 def load(group: str, key: str, name: str):

@@ -225,3 +225,31 @@ def test_a_bad_dataset_provider_is_one_line(tmp_path, capsys, monkeypatch, provi
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("afl: error: data.name: ") and words in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key, name, words", [
+    ("model.name", "no_such_pkg.models:wide_mlp", "cannot find module no_such_pkg.models"),
+    ("model.name", "my_afl_rules.nope:wide_mlp", "cannot find module my_afl_rules.nope"),
+    ("data.name", "my_afl_rules.data.deeper:blobs", "cannot find module my_afl_rules.data.deeper"),
+    ("data.name", "'my_afl_rules.data:'", "nor an object after the colon"),
+])
+def test_a_model_or_dataset_path_that_cannot_be_found_is_one_line_at_validation(key, name, words):
+    """Before any job: `afl validate` (and so the workflow's planning) finds the module on this node."""
+    done = afl("validate", str(CONFIG), "--set", f"{key}={name}")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and err[0].startswith(f"afl: error: {key}: ") and words in err[0], err
+
+
+def test_validation_finds_a_model_and_a_dataset_without_importing_them():
+    """The login node checks that a model's and a dataset's module exist, but runs none of their code
+    (nor torch); a rule is imported, since its own check is part of validation."""
+    script = ("import sys; from afl.config import load_config, read_yaml, apply_overrides; "
+              f"raw = apply_overrides(read_yaml({str(CONFIG)!r}), ['model.name=my_afl_rules.models:wide_mlp', "
+              "'data.name=my_afl_rules.data:blobs']); load_config(raw); "
+              "print(sorted(m for m in sys.modules if m.startswith('my_afl_rules') or m == 'torch'))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(EXAMPLE)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported = eval(done.stdout.strip())
+    assert "my_afl_rules.models" not in imported and "my_afl_rules.data" not in imported, imported
+    assert "my_afl_rules.rules" in imported  # the config's algorithm.name, checked by its own code

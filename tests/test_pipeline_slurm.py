@@ -338,20 +338,32 @@ def test_a_waiter_killed_between_sbatch_and_its_record_finds_its_array_by_commen
 
 
 def test_a_rule_from_outside_afl_runs_as_a_slurm_array(tmp_path: Path, profile_env: dict) -> None:
-    """examples/custom_rule's trimmed mean, named by import path, with its package on PYTHONPATH only:
-    the workflow validates its cells on the login node and runs them as one array (issue 24)."""
+    """examples/custom_rule's trimmed mean, named by import path in one cell and by installed entry
+    point in the other (with its model and dataset by entry point too), the package on PYTHONPATH
+    only: the workflow validates the cells on the login node and runs them as one array (issue 24)."""
     example = REPO / "examples" / "custom_rule"
+    site = tmp_path / "site"  # what `pip install ./examples/custom_rule` leaves for importlib.metadata
+    (site / "my_afl_rules-0.1.0.dist-info").mkdir(parents=True)
+    (site / "my_afl_rules-0.1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-afl-rules\nVersion: 0.1.0\n")
+    (site / "my_afl_rules-0.1.0.dist-info" / "entry_points.txt").write_text(
+        "[afl.rules]\ntrimmed_mean = my_afl_rules.rules:TRIMMED_MEAN\n[afl.models]\nwide_mlp = my_afl_rules.models:wide_mlp\n"
+        "[afl.datasets]\nblobs = my_afl_rules.data:blobs\n")
     experiment = f"e{uuid.uuid4().hex[:8]}"
     wf = workflow(tmp_path, {experiment: {"config": str(example / "config.yaml"), "set": {"run.rounds": 5},
-                                          "grid": {"seed": [0, 1]}}})
-    env = {**profile_env, "PYTHONPATH": str(example)}
+                                          "variants": [{"algorithm.name": "my_afl_rules.rules:TRIMMED_MEAN"},
+                                                       {"algorithm.name": "trimmed_mean", "model.name": "wide_mlp",
+                                                        "data.name": "blobs"}]}})
+    env = {**profile_env, "PYTHONPATH": os.pathsep.join([str(example), str(site)])}
     result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     folder = tmp_path / "results" / experiment
     (array,) = recorded_arrays(folder / "slurm")
     assert sacct(array["job_id"]) == {f"{array['job_id']}_{i}": (experiment, "COMPLETED") for i in range(2)}
-    runs = json.loads((cell_dirs(folder)[0] / "run.json").read_text())
-    assert runs["status"] == "completed" and runs["config"]["algorithm"]["name"] == "my_afl_rules.rules:TRIMMED_MEAN"
+    runs = [json.loads((cell / "run.json").read_text()) for cell in cell_dirs(folder)]
+    assert all(run["status"] == "completed" for run in runs)
+    names = sorted((run["config"]["algorithm"]["name"], run["config"]["model"]["name"], run["config"]["data"]["name"])
+                   for run in runs)
+    assert names == [("my_afl_rules.rules:TRIMMED_MEAN", "logreg", "synthetic"), ("trimmed_mean", "wide_mlp", "blobs")]
     without = snakemake(tmp_path / "bare", "--configfile", str(wf), profile="slurm", env=profile_env)
-    assert without.returncode != 0 and "algorithm.name: cannot import my_afl_rules.rules" in without.stderr
+    assert without.returncode != 0 and "algorithm.name: " in without.stderr, without.stderr
     assert not (tmp_path / "bare" / "results" / experiment / "slurm").exists()  # nothing submitted
