@@ -26,6 +26,10 @@ child's path): before and after in one run.
 Printed: samples per second (median of the repeats; one sample is one image of one local
 epoch), each repeat, afl's ratio to every peer, and each implementation's test accuracy after
 its rounds (the same training, so close, not equal: the peers shuffle with their own RNGs).
+Beside them, the arithmetic rate each reaches (samples/s x 3 forward passes x the model's FLOPs
+per sample, ``afl.learning.models.flops_per_sample``) as a share of this machine's fp32 matmul
+rate (2048^3 products, measured at the start with the same threads), and per model what 2x the
+fastest peer would need: above 100% of the matmul rate, no implementation can reach it here.
 
     python bench/cross_device.py --peers-python /path/to/peers/bin/python
     python bench/cross_device.py --clients 200 1000 5000 --samples 15000 --peers-python /path/to/peers/bin/python
@@ -175,10 +179,12 @@ def main(argv=None) -> None:
         return
 
     here = Path(__file__).resolve().parent
-    print(f"machine: {common.machine()}")
+    torch.set_num_threads(args.threads)
+    peak = common.matmul_rate(torch.device("cpu"))
+    print(f"machine: {common.machine()}; fp32 matmul {peak / 1e9:,.0f} GFLOP/s")
     print(f"workload: MNIST IID, {COHORT} clients a round, batch {BATCH}, 1 epoch of SGD {LR}, FedAvg, fp32; "
           f"about {args.samples:,} samples a run; {args.threads} threads everywhere; median of {args.repeats}, interleaved")
-    rows = []
+    rows, needs = [], []
     base_dir = tempfile.TemporaryDirectory()
     baseline = common.baseline(args.baseline, Path(base_dir.name)) if args.baseline else None
     for clients in args.clients:
@@ -206,16 +212,24 @@ def main(argv=None) -> None:
                         results[name].append(common.run_json([python, *argv_, "--threads", str(args.threads)], path))
                 speed = {name: statistics.median(r["samples"] / r["seconds"] for r in rs)
                          for name, rs in results.items()}
+                flops = 3 * models.flops_per_sample(models.build(model, 10, (1, 28, 28), torch.Generator()), (1, 28, 28))
                 for name, rs in results.items():
                     label = rs[0].get("version", LABELS.get(name, f"afl as of {args.baseline}"))
                     rows.append([clients, rounds, model, label, f"{speed[name]:,.0f}",
                                  f"{speed['afl'] / speed[name]:.2f}x",
                                  " ".join(f"{r['samples'] / r['seconds']:,.0f}" for r in rs),
+                                 f"{speed[name] * flops / 1e9:,.0f} ({speed[name] * flops / peak:.0%})",
                                  f"{rs[-1]['test_accuracy']:.3f}"])
+                if args.peers:
+                    best = max(args.peers, key=lambda n: speed[n])
+                    needs.append(f"{clients} clients, {model}: 2x {best} is {2 * speed[best]:,.0f} samples/s, "
+                                 f"{2 * speed[best] * flops / 1e9:,.0f} GFLOP/s, {2 * speed[best] * flops / peak:.0%} "
+                                 f"of the fp32 matmul rate (afl: {speed['afl'] * flops / peak:.0%})")
                 print(f"{clients} clients, {model}: " + ", ".join(f"{n} {v:,.0f}" for n, v in speed.items()),
                       file=sys.stderr, flush=True)
     print(common.table(["clients", "rounds", "model", "implementation", "samples/s", "afl vs it", "each repeat",
-                        "test accuracy"], rows))
+                        "GFLOP/s (of matmul)", "test accuracy"], rows))
+    print("\n".join(needs))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 
 from afl import params
 from afl.learning import models
+from afl.learning.tables import FusedOptimizer
 from afl.learning.trainer import BatchedTrainer, Options
 from afl.rng import Stream, torch_stream
 from afl.learning.local import LocalPlan, augment, draw_epoch, epoch_lr, gradient_batch, num_epochs, num_steps
@@ -61,6 +62,10 @@ CASES = {
     "resnet20-sgd-augment": ("resnet20", (3, 8, 8), {"augment": True}),
     "mlp-steps-constant": ("mlp", (1, 6, 6), {"epochs": None, "steps": 7, "lr_rule": "constant", "momentum": 0.0}),
     "mlp-early-stopping": ("mlp", (1, 6, 6), {"epochs": 8, "patience": 1, "lr": 0.5}),
+    # Plain SGD: the linear layers step themselves in their backward pass (grouped._LinearSGD),
+    # the CNN's convolutions through the optimizer.
+    "mlp-plain-sgd": ("mlp", (1, 6, 6), {"momentum": 0.0, "weight_decay": 0.0}),
+    "cnn-plain-sgd": ("cnn", (1, 6, 6), {"momentum": 0.0, "weight_decay": 0.0}),
 }
 
 
@@ -69,7 +74,9 @@ def test_batched_training_equals_the_sequential_reference(case):
     name, shape, kw = CASES[case]
     model, x, y, shards, bases = setup(name, shape)
     plans = plans_for(len(shards), **kw)
-    got = BatchedTrainer(model, x, y, Options(precision="fp32")).train(bases, shards, plans, gens(len(shards)))
+    trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    assert trainer.fused_sgd(FusedOptimizer(plans[0], [])) == case.endswith("plain-sgd")
+    got = trainer.train(bases, shards, plans, gens(len(shards)))
     ref = [local_train(model, b, x, y, torch.from_numpy(s), p, g)
            for b, s, p, g in zip(bases, shards, plans, gens(len(shards)))]
     assert_same(got, ref, 1e-9)
@@ -90,9 +97,11 @@ def test_batched_gradients_equal_the_sequential_reference(name, shape):
 
 @pytest.mark.blas
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_float32_matches_within_float_tolerance(name):
+@pytest.mark.parametrize("optimizer", ["adam", "plain-sgd"])
+def test_float32_matches_within_float_tolerance(name, optimizer):
     model, x, y, shards, bases = setup(name, (1, 6, 6), dtype=torch.float32)
-    plans = plans_for(len(shards), optimizer="adam", lr=1e-3)
+    kw = {"optimizer": "adam", "lr": 1e-3} if optimizer == "adam" else {"momentum": 0.0, "weight_decay": 0.0}
+    plans = plans_for(len(shards), **kw)
     got = BatchedTrainer(model, x, y, Options()).train(bases, shards, plans, gens(len(shards)))
     ref = [local_train(model, b, x, y, torch.from_numpy(s), p, g)
            for b, s, p, g in zip(bases, shards, plans, gens(len(shards)))]
@@ -217,9 +226,9 @@ def test_a_step_computes_only_the_columns_some_task_uses():
     trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
     widths, forward = [], trainer.grouped.forward
 
-    def spy(parts, buffers, xb, mask):
+    def spy(parts, buffers, xb, mask, *rest):
         widths.append((xb.shape[0], mask is None))
-        return forward(parts, buffers, xb, mask)
+        return forward(parts, buffers, xb, mask, *rest)
 
     trainer.grouped.forward = spy
     got = trainer.train(bases, shards, plans, gens(3))

@@ -3,14 +3,15 @@
 ``GroupedModel`` runs the architecture of an ``nn.Module`` for ``k`` tasks' parameters:
 convolutions as one grouped convolution over ``[N, k*C, H, W]`` (task ``t`` owns channels
 ``t*C..(t+1)*C-1``), so BatchNorm's per-channel statistics are per task; linear layers as one
-batched matmul over features-first ``[k, F, N]`` (so each weight's gradient comes out contiguous,
-as the fused optimizer needs). It walks the module tree (``Sequential``, ``Conv2d``,
+batched matmul over batch-first ``[k, N, F]`` (on a 2-core CPU, 50 tasks' first MLP layer at
+batch 10 ran twice as fast as features-first ``[k, F, N]``). It walks the module tree (``Sequential``, ``Conv2d``,
 ``BatchNorm2d``, ``ReLU``, ``AdaptiveAvgPool2d(1)``, ``Flatten``, ``Linear``, ``LogSoftmax``,
 ``afl.learning.models.BasicBlock``) and refuses anything else. Each parameter of the ``k``
 models is one contiguous ``[k, *shape]`` tensor (a convolution's weight is then already the
 ``[k*O, I, kh, kw]`` weight of the grouped convolution); BatchNorm running statistics are
 ``[k, C]`` tensors updated in place, and BatchNorm masks padding out of its statistics on steps
-where a batch is short. ReLU runs in place (no new activation tensor: on a 2-core CPU the paper
+where a batch is short. With plain SGD (no momentum, no weight decay) the linear layers step
+their own weights in their backward pass (``_LinearSGD``). ReLU runs in place (no new activation tensor: on a 2-core CPU the paper
 CNN's training step took 1.25 times less time).
 """
 
@@ -41,6 +42,10 @@ class GroupedModel:
         self.images = isinstance(leaves[0], nn.Conv2d)  # inputs in the grouped layout [N, k*C, H, W]
         self.channels_last = channels_last and self.images
         self.has_batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in leaves)
+        # The parameters that ``_LinearSGD`` steps itself when fused SGD is on; the others' indices.
+        linear = {self.index[f"{name}.{p}"] for name, m in model.named_modules() if isinstance(m, nn.Linear)
+                  for p in ("weight", "bias")}
+        self.unfused = [i for i in range(len(named)) if i not in linear]
 
     def unstack(self, vectors: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Flat models ``[k, P]`` (``afl.params`` layout) -> contiguous parameters ``[k, *shape]``
@@ -57,15 +62,18 @@ class GroupedModel:
         return torch.cat([t.reshape(len(t), -1) for t in params + buffers], 1)
 
     def forward(self, parts: list[torch.Tensor], buffers: list[torch.Tensor] | None, x: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        """Log-probabilities ``[k, classes, N]``.
+                mask: torch.Tensor | None, sgd_rates: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities ``[k, N, classes]``.
 
         ``x``: ``[N, k*C, H, W]`` for a convolutional model, else ``[k, N, ...]``. ``buffers``:
         BatchNorm running statistics ``[k, C]``, updated in place (``None``: batch statistics
         only, nothing updated). ``mask``: ``[N, k]`` with 1 for real samples and 0 for padding,
-        for BatchNorm on steps where some batch is short (``None``: no padding).
+        for BatchNorm on steps where some batch is short (``None``: no padding). ``sgd_rates``:
+        each task's learning rate ``[k]`` for plain SGD fused into the backward pass of the linear
+        layers (``_LinearSGD``: their weights are stepped there, and get no gradient).
         """
         self.k, self.parts, self.buffers, self.mask = parts[0].shape[0], parts, buffers, mask
+        self.sgd_rates = None if sgd_rates is None else sgd_rates.neg()
         return self._run(self.model, "", x)
 
     def _run(self, module: nn.Module, prefix: str, h: torch.Tensor) -> torch.Tensor:
@@ -86,15 +94,17 @@ class GroupedModel:
         if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
             return _GlobalMean.apply(h, torch.channels_last if self.channels_last else torch.contiguous_format)
         if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
-            if self.images:  # grouped [N, k*C, H, W] -> [k, C*H*W, N]
-                return h.reshape(h.shape[0], self.k, -1).permute(1, 2, 0)
-            return h.flatten(2).transpose(1, 2)  # [k, N, ...] -> [k, F, N]
+            if self.images:  # grouped [N, k*C, H, W] -> [k, N, C*H*W]
+                return h.reshape(h.shape[0], self.k, -1).transpose(0, 1)
+            return h.flatten(2)  # [k, N, ...] -> [k, N, F]
         if isinstance(module, nn.Linear):
             weight = self.parts[self.index[prefix + "weight"]]
             bias = self.parts[self.index[prefix + "bias"]]
-            return torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if self.sgd_rates is not None:
+                return _LinearSGD.apply(h, weight, bias, self.sgd_rates)
+            return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
         if isinstance(module, nn.LogSoftmax) and module.dim == 1:
-            return torch.log_softmax(h, 1)
+            return torch.log_softmax(h, 2)
         raise TypeError(f"batched training has no rule for {type(module).__name__} ({prefix.rstrip('.')})")
 
     def _conv(self, module: nn.Conv2d, prefix: str, h: torch.Tensor) -> torch.Tensor:
@@ -130,6 +140,30 @@ class GroupedModel:
         return (centred * scale + bias.view(1, k, c, 1, 1)).reshape(n, k * c, height, width)
 
 
+class _LinearSGD(torch.autograd.Function):
+    """``k`` linear layers ``bias + h @ weight^T`` (``[k, N, F]``) whose backward pass steps their
+    own weights by plain SGD in place, ``w -= lr_t (g^T h)`` as ``w += ((-lr_t) g)^T h``,
+    after computing the input's gradient from the weights it was taken with. The step costs one
+    read and one write of the weights instead of writing a gradient and then reading it, the
+    weights and writing them again: at batch 10 the MLP is bound by that memory traffic
+    (bench/RESULTS.md section 9). The same update as ``FusedOptimizer``'s SGD step up to float
+    rounding (the rate multiplies ``g`` before the product, not the product)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, neg_rates: torch.Tensor):
+        ctx.save_for_backward(h, weight, bias, neg_rates)
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        h, weight, bias, neg_rates = ctx.saved_tensors
+        grad_h = torch.bmm(g, weight) if ctx.needs_input_grad[0] else None
+        scaled = g * neg_rates.view(-1, 1, 1)
+        weight.baddbmm_(scaled.transpose(1, 2), h)
+        bias.add_(scaled.sum(1))
+        return grad_h, None, None, None
+
+
 class _GlobalMean(torch.autograd.Function):
     """Global average pooling ``[N, C, H, W] -> [N, C, 1, 1]`` whose gradient has the memory format
     of the activations (``mean``'s is contiguous; meeting a channels-last activation, the ReLU
@@ -156,6 +190,6 @@ def check_trainable(model: nn.Module, input_shape, num_classes: int) -> None:
     shape = tuple(input_shape)
     x = torch.zeros(1, *shape) if grouped.images else torch.zeros(1, 1, *shape)
     out = grouped.forward(parts, buffers, x, None)
-    if tuple(out.shape) != (1, num_classes, 1):
-        raise TypeError(f"its output has shape {tuple(out.shape)} in batched training, not (k, {num_classes}, N): "
+    if tuple(out.shape) != (1, 1, num_classes):
+        raise TypeError(f"its output has shape {tuple(out.shape)} in batched training, not (k, N, {num_classes}): "
                         "end it with Linear(..., num_classes) and LogSoftmax(dim=1)")

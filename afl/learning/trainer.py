@@ -111,12 +111,14 @@ class BatchedTrainer:
         return xb.contiguous(memory_format=torch.channels_last) if self.grouped.channels_last else xb
 
     def _losses(self, params: list[torch.Tensor], buffers: list[torch.Tensor] | None, xb: torch.Tensor,
-                yb: torch.Tensor, weights: torch.Tensor, masked: bool) -> torch.Tensor:
-        """Each task's loss ``[k]`` on its batch: the mean NLL over its real samples."""
+                yb: torch.Tensor, weights: torch.Tensor, masked: bool,
+                sgd_rates: torch.Tensor | None = None) -> torch.Tensor:
+        """Each task's loss ``[k]`` on its batch: the mean NLL over its real samples (``sgd_rates``:
+        the linear layers step themselves in the backward pass, ``GroupedModel.forward``)."""
         mask = (weights > 0).t().to(weights.dtype) if masked else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.precision == "bf16"):
-            out = self.grouped.forward(params, buffers, xb, mask)
-        nll = -out.gather(1, yb.unsqueeze(1)).squeeze(1)
+            out = self.grouped.forward(params, buffers, xb, mask, sgd_rates)
+        nll = -out.gather(2, yb.unsqueeze(2)).squeeze(2)
         return (nll * weights).sum(1)
 
     def step(self, rows: Rows, step: int, k: int) -> None:
@@ -129,11 +131,25 @@ class BatchedTrainer:
         xb = self._inputs(idx, None if rows.packed is None else rows.packed[step, :k, :b])
         masked = self.grouped.has_batch_norm and bool((count < b).any())
         bufs = [buf[:k] for buf in rows.buffers] if self.grouped.has_batch_norm else None
-        losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked)
-        grads = torch.autograd.grad(losses.sum(), leaves)
+        params = [p[:k] for p in rows.params]
+        if self.fused_sgd(rows.optimizer):  # the linear layers step in the backward pass, the others below
+            losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked,
+                                    rows.rates[step, :k])
+            torch.autograd.backward(losses.sum(), inputs=leaves)
+            params, grads = [params[i] for i in self.grouped.unfused], [leaves[i].grad for i in self.grouped.unfused]
+        else:
+            losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked)
+            grads = torch.autograd.grad(losses.sum(), leaves)
         with torch.no_grad():
             rows.losses[step, :k] = losses
-            rows.optimizer.step([p[:k] for p in rows.params], grads, rows.lrs[step, :k], rows.rates[step, :k], step + 1)
+            rows.optimizer.step(params, grads, rows.lrs[step, :k], rows.rates[step, :k], step + 1)
+
+    def fused_sgd(self, optimizer: FusedOptimizer) -> bool:
+        """Whether the linear layers step themselves (``afl.learning.grouped._LinearSGD``): plain
+        SGD (no momentum, no weight decay), fp32 or tf32 arithmetic, eager."""
+        plan = optimizer.plan
+        return (plan.optimizer == "sgd" and not plan.momentum and not plan.weight_decay
+                and self.options.precision != "bf16" and not self.options.compile)
 
     def train(self, bases: list[torch.Tensor], shards: list[np.ndarray], plans: list[LocalPlan],
               gens: list[torch.Generator]) -> list[TaskResult]:
