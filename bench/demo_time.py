@@ -9,12 +9,16 @@ folder:
 - ``after``: this checkout (one rule per experiment, its cells on a pool of worker processes that
   import torch once: ``afl/cluster/worker.py``).
 
+Both run the demo of ``--demo-of`` (default: the ``--before`` commit's ``config/demo.yaml`` and
+``config/runs/``), so that before and after run the same cells: the demo has grown since (``--demo-of
+HEAD`` times today's demo after the change alone, with ``--only after``).
+
 For each it prints the wall time, the cells run and the figures drawn, and the after/before ratio;
 a cell's CPU time in its own ``run.json`` (``wall_time``, the simulation alone) summed over the
 cells shows how much of the demo is simulation. MNIST comes from ``$AFL_DATA_ROOT`` (else
 ``../shared/data``). Run it alone: two cores are easily oversubscribed.
 
-    python bench/demo_time.py [--before 29f6495] [--only before|after]
+    python bench/demo_time.py [--before 29f6495] [--only before|after] [--demo-of REV]
 """
 
 from __future__ import annotations
@@ -46,11 +50,21 @@ def run_demo(label: str, checkout: Path, env: dict) -> dict:
             "simulation_s": sum(r["wall_time"] for r in runs)}
 
 
+def use_demo_of(checkout: Path, rev: str) -> None:
+    """Put ``rev``'s ``config/demo.yaml`` and ``config/runs/`` into ``checkout`` (the cells to run)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "config/demo.yaml", "config/runs"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(checkout)], input=archive, check=True)
+    print(f"{checkout.name}: the demo of {rev}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--before", default="29f6495", help="the commit before (default: %(default)s)")
     p.add_argument("--only", choices=("before", "after"), help="run one of the two")
+    p.add_argument("--demo-of", help="the commit whose config/demo.yaml and config/runs/ both run (default: --before)")
     args = p.parse_args()
+    demo_of = args.demo_of or args.before
     env = {**os.environ, "AFL_DATA_ROOT": os.environ.get("AFL_DATA_ROOT") or str(REPO.parent / "shared" / "data")}
     rows = []
     with tempfile.TemporaryDirectory(prefix="afl-demo-") as tmp:
@@ -60,6 +74,7 @@ def main() -> None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
                            check=True, capture_output=True)
             try:
+                use_demo_of(before, demo_of)
                 rows.append(run_demo(f"before ({args.before})", before, {**env, "PYTHONPATH": str(before)}))
                 print(rows[-1], flush=True)
             finally:
@@ -70,6 +85,7 @@ def main() -> None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(after), "HEAD"],
                            check=True, capture_output=True)
             try:
+                use_demo_of(after, demo_of)
                 rows.append(run_demo("after (HEAD, shared workers)", after, {**env, "PYTHONPATH": str(after)}))
                 print(rows[-1], flush=True)
             finally:
@@ -82,6 +98,7 @@ def main() -> None:
               f"{r['simulation_s']:.0f} s |")
     if len(rows) == 2:
         print(f"\nafter / before: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x the wall time")
+    print(f"cells: the demo of {demo_of}")
 
 
 if __name__ == "__main__":
