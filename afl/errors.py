@@ -34,7 +34,7 @@ def check_size(path, key: str, limit: int, what: str) -> None:
     cannot be stat'ed is left to its reader, which says why."""
     try:
         size = path.stat().st_size
-    except (OSError, AttributeError):
+    except OSError:
         return
     if size > limit:
         config_fail(key, f"{path} holds {size / 2**20:,.0f} MiB, more than the {limit // 2**20} MiB a {what} may "

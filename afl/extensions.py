@@ -46,6 +46,15 @@ def findable(module: str) -> bool:
     return spec is not None
 
 
+def load_function(group: str, key: str, name: str, what: str, signature: str):
+    """``load``, and a ``ConfigError`` naming ``key`` unless the object is callable: ``what`` it is
+    for (e.g. "model factory") and its ``signature`` (e.g. "(input_shape, num_classes) -> nn.Module")."""
+    obj = load(group, key, name)
+    if not callable(obj):
+        config_fail(key, f"{name} is a {type(obj).__name__}, not a {what}", f"point it at a function {signature}")
+    return obj
+
+
 def load(group: str, key: str, name: str):
     """The object ``name`` names (``external``); a ``ConfigError`` naming ``key`` if it cannot be loaded."""
     if ":" in name:

@@ -93,8 +93,6 @@ def workflow_rows() -> list[tuple[str, str, str]]:
                 description = sub_spec.get("description", "")
                 if "enum" in sub_spec and sub != "kind":
                     description += f" ({' | '.join(sub_spec['enum'])})"
-                if not description and "$ref" in sub_spec:
-                    description = defs[sub_spec["$ref"].rsplit("/", 1)[1]].get("description", "")
                 rows.append((f"{key}.<name>.{sub}", _default(sub_spec, sub in item.get("required", [])), description))
         else:
             description = spec["description"]

@@ -83,10 +83,8 @@ def load(
 def _provided(name: str, root: Path, seed: int) -> Dataset:
     """The ``Dataset`` a provider from outside afl returns (``provider(root, seed)``), checked: float32
     inputs and int64 labels in ``0..num_classes-1``, as many of each, train and test alike."""
-    provider = extensions.load(extensions.DATA_GROUP, "data.name", name)
-    if not callable(provider):
-        config_fail("data.name", f"{name} is a {type(provider).__name__}, not a dataset provider",
-                    "point it at a function (root, seed) -> afl.data.Dataset")
+    provider = extensions.load_function(extensions.DATA_GROUP, "data.name", name, "dataset provider",
+                                        "(root, seed) -> afl.data.Dataset")
     try:
         ds = provider(root, seed)
     except AflError:

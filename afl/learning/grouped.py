@@ -183,7 +183,7 @@ class _GlobalMean(torch.autograd.Function):
 @torch.no_grad()
 def check_trainable(model: nn.Module, input_shape, num_classes: int) -> None:
     """``TypeError`` unless batched training can run ``model``: every layer one ``GroupedModel``
-    has a rule for, and log-probabilities ``[k, num_classes, N]`` out (one forward pass of one
+    has a rule for, and log-probabilities ``[k, N, num_classes]`` out (one forward pass of one
     zero sample, for a model from outside afl before any task runs)."""
     grouped = GroupedModel(model, channels_last=False)
     parts, buffers = grouped.unstack(params.flatten(model).unsqueeze(0))

@@ -140,10 +140,8 @@ def build(name: str, num_classes: int, input_shape: Sequence[int], generator: to
         raise ValueError(f"model '{name}' needs an input_shape (channels, height, width), got {shape}")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    factory = _ARCHITECTURES.get(name) or extensions.load(extensions.MODEL_GROUP, "model.name", name)
-    if not callable(factory):
-        config_fail("model.name", f"{name} is a {type(factory).__name__}, not a model factory",
-                    "point it at a function (input_shape, num_classes) -> nn.Module")
+    factory = _ARCHITECTURES.get(name) or extensions.load_function(
+        extensions.MODEL_GROUP, "model.name", name, "model factory", "(input_shape, num_classes) -> nn.Module")
     try:
         with torch.device("meta"):
             model = factory(shape, num_classes)

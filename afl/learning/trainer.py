@@ -132,13 +132,13 @@ class BatchedTrainer:
         masked = self.grouped.has_batch_norm and bool((count < b).any())
         bufs = [buf[:k] for buf in rows.buffers] if self.grouped.has_batch_norm else None
         params = [p[:k] for p in rows.params]
-        if self.fused_sgd(rows.optimizer):  # the linear layers step in the backward pass, the others below
-            losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked,
-                                    rows.rates[step, :k])
+        fused = self.fused_sgd(rows.optimizer)  # the linear layers step in the backward pass, the others below
+        losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked,
+                                rows.rates[step, :k] if fused else None)
+        if fused:
             torch.autograd.backward(losses.sum(), inputs=leaves)
             params, grads = [params[i] for i in self.grouped.unfused], [leaves[i].grad for i in self.grouped.unfused]
         else:
-            losses = self.losses_fn(leaves, bufs, xb, self.y[idx], rows.weights[step, :k, :b], masked)
             grads = torch.autograd.grad(losses.sum(), leaves)
         with torch.no_grad():
             rows.losses[step, :k] = losses
