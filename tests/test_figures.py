@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
+from scipy import stats  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from helpers import REPO  # noqa: E402
@@ -239,6 +240,10 @@ def check_participation(tables: dict, spec: dict, keys: list[str], figure: plt.F
     clients = tables["clients"][tables["clients"]["cell"].isin(done)]
     present = [(label, [c for c in cells if c in done]) for label, cells in groups.items()]
     present = [(label, cells) for label, cells in present if cells]
+    fewest = min(runs.loc[runs["cell"].isin(cells), "seed"].nunique() for _, cells in present)
+    assert figure.legends[0].get_title().get_text().endswith(
+        "bars: mean of n = %d seeds, error bars: 95%% bootstrap interval" % fewest if fewest >= 5 else
+        "bars: mean of %d seeds (no error bar below 5)" % fewest)
     assert len(ax.containers) == len(present)
     order = sorted(clients["client"].unique())
     for container, (label, cells) in zip(ax.containers, present):
@@ -246,11 +251,15 @@ def check_participation(tables: dict, spec: dict, keys: list[str], figure: plt.F
         mean = tasks.mean(axis=1).reindex(order)
         heights = [bar.get_height() for bar in container]
         np.testing.assert_allclose(heights, mean.to_numpy(), rtol=1e-9)
-        if tasks.shape[1] == 2:  # two seeds: the error bar runs from one to the other
-            for bar, client in zip(container, order):
-                centre = bar.get_x() + bar.get_width() / 2
-                (line,) = [ln for ln in ax.lines if np.allclose(ln.get_xdata(), centre)]
-                assert sorted(line.get_ydata()) == pytest.approx(sorted(tasks.loc[client]))
+        for bar, client in zip(container, order):  # a bootstrap error bar from 5 seeds, inside their range
+            centre = bar.get_x() + bar.get_width() / 2
+            lines = [ln for ln in ax.lines if np.allclose(ln.get_xdata(), centre)]
+            if fewest < 5:
+                assert not lines
+            else:
+                (line,) = lines
+                low, high = sorted(line.get_ydata())
+                assert tasks.loc[client].min() - 1e-9 <= low <= high <= tasks.loc[client].max() + 1e-9
     rates = clients.groupby("client")["rate"].mean()
     if rates.nunique() > 1:
         assert [t.get_text() for t in ax.get_xticklabels()] == [f"{c}\n{r:.3g}" for c, r in rates.items()]
@@ -281,7 +290,7 @@ def check_staleness(tables: dict, spec: dict, keys: list[str], figure: plt.Figur
 def check_sampling(tables: dict, spec: dict, keys: list[str], figure: plt.Figure, runs: pd.DataFrame) -> None:
     """Server loss per (m, the run's selection) over rounds; the probe's variance per (m, the probe's
     mode; the afl rule's updates per run selection too) over rounds, mean over seeds; variance / sigma^2
-    against m per mode, mean over evaluations and seeds with 1.96 standard errors, on 1/m and
+    against m per mode, each seed's mean over its evaluations, then over seeds with a 95% t-interval from 5 seeds, on 1/m and
     (n-m)/(m(n-1)); the afl rule's as diamonds 0.2 left of m (runs with replacement) and right (without)."""
     done = finished(runs)
     left, middle, right = figure.axes[:3]
@@ -302,9 +311,12 @@ def check_sampling(tables: dict, spec: dict, keys: list[str], figure: plt.Figure
     check_line(right.lines[1], grid, (n - grid) / (grid * (n - 1)))
     measured = {c.get_label(): c for c in right.containers}
     assert len(measured) == probe["label"].nunique() == 4  # two uniform modes, the rule's in two selections
+    seed_of = runs.set_index("cell")["seed"]
     for (short, shift), rows in probe.groupby(["short", "shift"]):
-        ratio = (rows["variance"] / rows["sigma2"]).groupby(rows["m"])
-        mean, half = ratio.mean(), 1.96 * ratio.std() / np.sqrt(ratio.count())
+        per_seed = (rows["variance"] / rows["sigma2"]).groupby([rows["m"], rows["cell"].map(seed_of)]).mean()
+        by_m = per_seed.groupby(level=0)
+        mean = by_m.mean()  # each seed's mean over its evaluations, then over seeds; a t half-width from 5
+        half = by_m.apply(lambda v: stats.t.ppf(0.975, len(v) - 1) * v.std() / np.sqrt(len(v)) if len(v) >= 5 else 0.0)
         points = measured[f"measured, {short}"]
         check_line(points.lines[0], mean.index + shift, mean.to_numpy())
         assert points.lines[0].get_marker() == ("o" if shift == 0 else "D")
@@ -358,12 +370,13 @@ def check_figure(name: str, spec: dict, keys: list[str], inputs: dict) -> str:
 # ----------------------------------------------------------------------------- hand-made tables
 
 
-def first_seed_tables() -> dict:
-    """Five cells of the first seed's kinds: afl m=2 (seeds 0 and 1), sfl m=2 (seeds 0 and 1) and
+def first_seed_tables(seeds: int = 2) -> dict:
+    """Five cells of the first seed's kinds: afl m=2 (seeds 0 and 1, or 0 .. ``seeds`` - 1), sfl m=2 (the same) and
     afl m=2 with a huge lr that diverged after 3 rounds; 4 clients, rounds of 2 results, runs of 5
     or 6 rounds, evaluations every 2 rounds. Losses, times and staleness are drawn at random."""
     rng = np.random.default_rng(7)
-    cells = [("afl", 0, 0.05, 6), ("afl", 1, 0.05, 5), ("sfl", 0, 0.05, 6), ("sfl", 1, 0.05, 6), ("afl", 0, 1e30, 3)]
+    cells = [("afl", seed, 0.05, 5 if seed == 1 else 6) for seed in range(seeds)]
+    cells += [("sfl", seed, 0.05, 6) for seed in range(seeds)] + [("afl", 0, 1e30, 3)]
     runs, updates, evals, clients = [], [], [], []
     for name, seed, lr, rounds in cells:
         cell = f"{name}_s{seed}_lr{lr:g}"
@@ -390,16 +403,16 @@ def first_seed_tables() -> dict:
             "clients": pd.DataFrame(clients)}
 
 
-def sampling_tables() -> dict:
+def sampling_tables(seeds: int = 2) -> dict:
     """Eight cells of the sampling analysis: selection with/without replacement x m in {2, 3} x
-    seeds 0 and 1, 8 rounds; at each of 5 evaluations (rounds 0, 2, 5, 7, 8: the last quarter holds
+    seeds 0 and 1 (or 0 .. ``seeds`` - 1), 8 rounds; at each of 5 evaluations (rounds 0, 2, 5, 7, 8: the last quarter holds
     three) the probe's variance for both modes and both m (4 clients), from round 2 on its afl_rule
     row (the run's m, a weighted sigma^2 of its own), and a run's test accuracy."""
     rng = np.random.default_rng(11)
     runs, updates, evals, sampling = [], [], [], []
     for selection in MODES:
         for m in (2, 3):
-            for seed in (0, 1):
+            for seed in range(seeds):
                 cell = f"{selection}_m{m}_s{seed}"
                 runs.append({"cell": cell, "status": "completed", "algorithm.name": "afl", "algorithm.concurrency": m,
                              "seed": seed, "algorithm.selection": selection, "reason": "rounds done"})
@@ -438,6 +451,8 @@ SAMPLING_KEYS = [*STANDARD, "algorithm.selection"]
     ("participation", {"kind": "participation", "experiment": "e"}, first_seed_tables, FIRST_KEYS),
     ("staleness", {"kind": "staleness", "experiment": "e"}, first_seed_tables, FIRST_KEYS),
     ("sampling", {"kind": "sampling", "experiment": "s"}, sampling_tables, SAMPLING_KEYS),
+    ("participation-5", {"kind": "participation", "experiment": "e"}, lambda: first_seed_tables(5), FIRST_KEYS),
+    ("sampling-5", {"kind": "sampling", "experiment": "s"}, lambda: sampling_tables(5), SAMPLING_KEYS),
     ("ablation", {"kind": "ablation", "experiment": "s", "panel": "algorithm.selection", "bars": ["algorithm.concurrency"]},
      sampling_tables, SAMPLING_KEYS),
 ])

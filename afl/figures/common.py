@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from afl import compare
 from afl.queueing import measure
 from afl.queueing.routing import BoundConstants
 
@@ -26,6 +27,20 @@ CI = ("ci", 95)
 Z95 = 1.96
 TIME_POINTS = 150
 PANEL = (4.4, 3.2)  # inches per panel
+
+
+def band_rule(runs: pd.DataFrame, label_of: pd.Series, marks: str = "lines") -> tuple:
+    """A seaborn ``errorbar`` for ``marks`` (lines or bars) averaged over seeds: a 95% bootstrap
+    interval, or none below ``compare.MIN_SEEDS`` finished seeds in some group; and the words that
+    say which, with the groups' numbers of finished seeds."""
+    done = runs[runs["status"] == "completed"]
+    seeds = done.groupby(done["cell"].map(label_of))["seed"].nunique()
+    low, high = (int(seeds.min()), int(seeds.max())) if len(seeds) else (0, 0)
+    n = f"{low}" if low == high else f"{low}-{high}"
+    interval = "band" if marks == "lines" else "error bar"
+    if low >= compare.MIN_SEEDS:
+        return CI, f"{marks}: mean of n = {n} seeds, {interval}s: 95% bootstrap interval"
+    return None, f"{marks}: mean of {n} seeds (no {interval} below {compare.MIN_SEEDS})"
 
 
 def select(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:

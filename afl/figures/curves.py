@@ -17,8 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from afl import compare
-from afl.figures.common import CI, PANEL, TIME_POINTS, X_LABEL, Y_LABEL, legend, metric
+from afl.figures.common import PANEL, TIME_POINTS, X_LABEL, Y_LABEL, band_rule, legend, metric
 
 TITLE = {"server_loss": "server loss", "test_acc": "test accuracy", "test_loss": "test loss",
          "grad_norm_sq": "squared gradient norm (Theorem 1)"}
@@ -43,18 +42,6 @@ def divergence_points(tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
     u = tables["updates"][tables["updates"]["cell"].isin(bad["cell"])]
     last = u.groupby("cell").agg(round=("round", "max"), time=("time", "max"))
     return bad.set_index("cell")[[]].join(last).fillna(0.0)
-
-
-def band_rule(runs: pd.DataFrame, label_of: pd.Series) -> tuple:
-    """The lines' ``errorbar`` (a 95% bootstrap band, or none below ``compare.MIN_SEEDS`` seeds in
-    some group) and the words that say so, with the groups' numbers of finished seeds."""
-    done = runs[runs["status"] == "completed"]
-    seeds = done.groupby(done["cell"].map(label_of))["seed"].nunique()
-    low, high = (int(seeds.min()), int(seeds.max())) if len(seeds) else (0, 0)
-    n = f"{low}" if low == high else f"{low}-{high}"
-    if low >= compare.MIN_SEEDS:
-        return CI, f"lines: mean of n = {n} seeds, bands: 95% bootstrap interval"
-    return None, f"lines: mean of {n} seeds (no band below {compare.MIN_SEEDS})"
 
 
 def curves(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
