@@ -2,6 +2,8 @@
 # make demo: set up, then run the demo grid (config/demo.yaml) on this machine: MNIST from
 #            $AFL_DATA_ROOT (else downloaded into ./data), figures in results/figures/, report in
 #            results/report.html.
+# make docs-figures: set up, then run config/docs.yaml (every figure of docs/figures, results in
+#            results/docs/) and copy its figures into docs/figures/.
 # make profile: install the Snakemake profile `slurm` (cluster/profiles/slurm) for this user.
 # make lint: `snakemake --lint` with every workflow config (and the slurm executor's rules) and `snakefmt --check`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,7 +14,7 @@ PYTEST_ARGS ?=
 PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
 DEMO := --profile cluster/profiles/local --configfile config/demo.yaml
 
-.PHONY: setup profile test lint demo clean
+.PHONY: setup profile test lint demo docs-figures clean
 
 setup: $(VENV)/.installed profile
 
@@ -36,7 +38,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	for config in config/demo.yaml config/paper.yaml config/queueing.yaml config/cifar10.yaml; do \
+	for config in config/demo.yaml config/paper.yaml config/docs.yaml config/cifar10.yaml; do \
 		$(VENV)/bin/snakemake --lint --configfile $$config || exit 1; done
 	$(VENV)/bin/snakemake --lint --configfile config/paper.yaml --config executor=slurm
 	$(VENV)/bin/snakefmt --check Snakefile workflow/
@@ -45,6 +47,11 @@ demo: setup
 	$(VENV)/bin/afl data download mnist --quiet
 	$(VENV)/bin/snakemake all $(DEMO)
 	$(VENV)/bin/snakemake all $(DEMO) --report results/report.html
+
+docs-figures: setup
+	$(VENV)/bin/afl data download mnist --quiet
+	$(VENV)/bin/snakemake all --profile cluster/profiles/local --configfile config/docs.yaml
+	cp results/docs/figures/*.png docs/figures/
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .snakemake

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import REPO
 
@@ -70,6 +71,17 @@ def test_runnable_commands_of_the_docs_run(page, tmp_path, shared_data_root):
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{page.name}, runnable block {i + 1}:\n{block}\n{result.stderr[-3000:]}"
+
+
+def test_docs_figures_are_the_docs_configs():
+    """docs/figures holds exactly the figures config/docs.yaml draws (``make docs-figures``), and
+    every figure a page shows (``docs/figures/X.png``, or ``figures/X.png`` from a docs page) is one
+    of them."""
+    drawn = set(yaml.safe_load((REPO / "config" / "docs.yaml").read_text())["figures"])
+    shipped = {p.stem for p in (REPO / "docs" / "figures").glob("*.png")}
+    assert shipped == drawn, f"only in docs/figures: {sorted(shipped - drawn)}; only in config/docs.yaml: {sorted(drawn - shipped)}"
+    shown = {Path(m).stem for page in PAGES for m in re.findall(r"(?:^|[(\s`])(?:docs/)?figures/([\w.-]+\.png)", page.read_text(), re.M)}
+    assert shown <= drawn, sorted(shown - drawn)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
