@@ -30,6 +30,21 @@ RULES = {
                                 "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
     "ringleader": {"algorithm": {"name": "ringleader", "concurrency": 10, "server_lr": 0.005},  # gamma ~ 1/n
                    "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
+    # Issue 21's rules, every worker computing (m = n): a step of S gradients at the current model
+    # (Rennala), of gradients no staler than R (Ringmaster), of the first S of a round (m-synchronous),
+    # of attempts within a time limit (MindFlayer); FADAS buffers local epochs like FedBuff.
+    "rennala": {"algorithm": {"name": "rennala", "concurrency": 10, "buffer_size": 5, "server_lr": 0.1},
+                "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+    "ringmaster": {"algorithm": {"name": "ringmaster", "concurrency": 10, "max_delay": 5, "stop_stale": True,
+                                 "server_lr": 0.05},
+                   "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
+    "msync": {"algorithm": {"name": "msync", "concurrency": 10, "buffer_size": 5, "server_lr": 0.1},
+              "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+    "mindflayer": {"algorithm": {"name": "mindflayer", "concurrency": 10, "buffer_size": 5, "time_limit": 2.0,
+                                 "server_lr": 0.1},
+                   "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+    "fadas": {"algorithm": {"name": "fadas", "concurrency": 5, "server_lr": 0.003}, "client": {"epochs": 1},
+              "run": {"rounds": 30, "eval_every": 10}},
 }
 
 

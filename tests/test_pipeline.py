@@ -7,6 +7,7 @@ SLURM runs of the same workflow: tests/test_pipeline_slurm.py.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -218,6 +219,20 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     write_yaml(base, {**TINY, "run": {**TINY["run"], "rounds": 5}})
     changed = snakemake(tmp_path, "--configfile", str(wf), "--dry-run")
     assert changed.returncode == 0 and train_jobs(changed.stdout) == 8, changed.stdout
+
+    # A grid grown by one cell runs that cell alone and re-aggregates, even where Snakemake's metadata
+    # is gone (results copied from a cluster): the experiment's cells.txt changed with the grid.
+    write_yaml(base, TINY)
+    shutil.rmtree(tmp_path / ".snakemake" / "metadata")
+    tiny = config["experiments"]["tiny"]
+    grown = {**config, "experiments": {**config["experiments"],
+                                       "tiny": {**tiny, "variants": [*tiny["variants"], {"algorithm.name": "sfl", "seed": 1}]}}}
+    before = {cell: (tmp_path / "results" / "tiny" / cell / "run.json").stat().st_mtime_ns for cell in runs.index}
+    result = snakemake(tmp_path, "--configfile", str(write_yaml(tmp_path / "grown.yaml", grown)), "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "runs.parquet").set_index("cell")
+    assert len(after) == 5 and set(runs.index) < set(after.index)
+    assert {cell: (tmp_path / "results" / "tiny" / cell / "run.json").stat().st_mtime_ns for cell in runs.index} == before
 
 
 # ------------------------------------------------------------------ environments

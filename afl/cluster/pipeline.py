@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from afl.atomic import write_bytes
 from afl.config import Config, config_hash, load_config, read_yaml, to_dict
 from afl.errors import ConfigError
 
@@ -118,6 +119,19 @@ def _lookup(resolved: dict, key: str):
 def expand(experiments: dict, root: Path) -> dict[str, list[Cell]]:
     """Every experiment's cells: ``{experiment: [Cell, ...]}``; raises ConfigError on a bad cell."""
     return {name: experiment_cells(name, spec, root) for name, spec in experiments.items()}
+
+
+def cell_manifest(folder: str | Path, cells: list[Cell]) -> Path:
+    """``folder/cells.txt``: the experiment's cell names, one a line, rewritten (atomically) only
+    when they change. The aggregate rule reads it, so a grid that grew re-aggregates, and runs its
+    new cells, even where Snakemake's metadata is gone (results copied from a cluster, folders
+    moved): without it Snakemake keeps an existing table whose missing inputs it could make."""
+    path = Path(folder) / "cells.txt"
+    text = "".join(f"{c.name}\n" for c in cells)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(text.encode(), path)
+    return path
 
 
 def planned_config(path: str | Path, sets: list[str], planned_hash: str | None) -> Config:

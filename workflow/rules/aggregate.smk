@@ -1,13 +1,16 @@
 # One tidy table per experiment and table kind (runs, evals, updates, clients, sampling): every cell's rows,
-# with the cell's name, status and grid coordinates as columns (workflow/scripts/aggregate.py).
+# with the cell's name, status and grid coordinates as columns (workflow/scripts/aggregate.py). Its
+# cells.txt (afl.cluster.pipeline.cell_manifest) changes with the grid, so a grown grid re-aggregates.
 
 
 rule aggregate:
     input:
-        lambda wildcards: [
-            f"{RESULTS}/{wildcards.experiment}/{c.name}/launch.json"
-            for c in CELLS[wildcards.experiment]
-        ],
+        manifest=lambda wildcards: str(
+            pipeline.cell_manifest(
+                f"{RESULTS}/{wildcards.experiment}", CELLS[wildcards.experiment]
+            )
+        ),
+        cells=lambda wildcards: launch_records(wildcards.experiment),
     output:
         runs=table("{experiment}", "runs"),
         evals=table("{experiment}", "evals"),

@@ -87,5 +87,6 @@ def main(cells: dict, markers: list[str], out: dict) -> None:
 
 if __name__ == "__main__":
     log_to(snakemake.log[0])  # noqa: F821
-    main(snakemake.params.cells, list(snakemake.input),  # noqa: F821
+    markers = [p for p in snakemake.input if Path(p).name == "launch.json"]  # noqa: F821 (not cells.txt)
+    main(snakemake.params.cells, markers,
          {kind: getattr(snakemake.output, kind) for kind in ("runs", "evals", "updates", "clients", "sampling")})  # noqa: F821
