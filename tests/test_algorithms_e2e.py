@@ -33,16 +33,16 @@ RULES = {
     # Issue 21's rules, every worker computing (m = n): a step of S gradients at the current model
     # (Rennala), of gradients no staler than R (Ringmaster), of the first S of a round (m-synchronous),
     # of attempts within a time limit (MindFlayer); FADAS buffers local epochs like FedBuff.
-    "rennala": {"algorithm": {"name": "rennala", "concurrency": 10, "buffer_size": 5, "server_lr": 0.1},
-                "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+    "rennala": {"algorithm": {"name": "rennala", "concurrency": 10, "buffer_size": 5, "server_lr": 0.2},
+                "client": {"batch_size": 64}, "run": {"updates": 1200, "eval_every": 400}},
     "ringmaster": {"algorithm": {"name": "ringmaster", "concurrency": 10, "max_delay": 5, "stop_stale": True,
                                  "server_lr": 0.05},
-                   "client": {"batch_size": 64}, "run": {"updates": 4000, "eval_every": 1000}},
-    "msync": {"algorithm": {"name": "msync", "concurrency": 10, "buffer_size": 5, "server_lr": 0.1},
-              "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+                   "client": {"batch_size": 64}, "run": {"updates": 3000, "eval_every": 1000}},
+    "msync": {"algorithm": {"name": "msync", "concurrency": 10, "buffer_size": 5, "server_lr": 0.2},
+              "client": {"batch_size": 64}, "run": {"updates": 500, "eval_every": 250}},
     "mindflayer": {"algorithm": {"name": "mindflayer", "concurrency": 10, "buffer_size": 5, "time_limit": 2.0,
-                                 "server_lr": 0.1},
-                   "client": {"batch_size": 64}, "run": {"updates": 1500, "eval_every": 500}},
+                                 "server_lr": 0.2},
+                   "client": {"batch_size": 64}, "run": {"updates": 500, "eval_every": 250}},
     "fadas": {"algorithm": {"name": "fadas", "concurrency": 5, "server_lr": 0.003}, "client": {"epochs": 1},
               "run": {"rounds": 30, "eval_every": 10}},
 }
