@@ -30,6 +30,9 @@ from scipy import stats
 
 MIN_SEEDS = 5  # no band or error bar from fewer runs
 MIN_SEEDS_GAIN = 10  # no interval of a gain (a paired difference) from fewer pairs
+# The smallest value a tuned count admits (the rules' checks: R >= 1 for ringmaster, S >= 1): a best
+# value there is the end of the key's range, not of the grid, so no grid edge to widen.
+FLOORS = {"algorithm.max_delay": 1, "algorithm.buffer_size": 1, "algorithm.concurrency": 1}
 
 
 class TooFewSeeds(ValueError):
@@ -75,7 +78,9 @@ def _split(frame: pd.DataFrame, seeds, what: str) -> pd.DataFrame:
 
 def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, seeds, lower: bool = True) -> list[Choice]:
     """Each method's best tuned values by mean ``cost`` over the tuning ``seeds``; ties go to the
-    first in the grid's sorted order. A value tried on fewer seeds than another counts all the same."""
+    first in the grid's sorted order. A value tried on fewer seeds than another counts all the same.
+    A best value at an end of its grid is an edge (``Choice.edges``), unless it is the key's floor
+    (``FLOORS``): the grid cannot be widened below it."""
     runs = _split(frame, seeds, "tuning")
     choices = []
     for method, rows in (runs.groupby(methods, sort=True, dropna=False) if methods else [((), runs)]):
@@ -84,7 +89,8 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
         best = means.idxmin() if lower else means.idxmax()
         best = best if isinstance(best, tuple) else (best,)
         grid = {k: sorted(rows[k].unique()) for k in tuned}
-        edges = tuple(k for k, v in zip(tuned, best) if len(grid[k]) < 2 or v in (grid[k][0], grid[k][-1]))
+        edges = tuple(k for k, v in zip(tuned, best)
+                      if len(grid[k]) < 2 or v == grid[k][-1] or (v == grid[k][0] and v != FLOORS.get(k)))
         choices.append(Choice(method, dict(zip(tuned, best)), float(means.min() if lower else means.max()),
                               int(rows["seed"].nunique()), grid, edges))
     return choices

@@ -41,6 +41,19 @@ def test_a_best_value_at_its_grids_edge_is_printed():
     assert lines == ["grid edge: lr = 0.4 (the largest of 0.1, 0.2, 0.4) for rule=adaptive (rate_target)"]
 
 
+def test_a_best_count_at_its_floor_is_no_edge_but_at_the_grids_top_or_a_steps_bottom_is():
+    """Ringmaster's R cannot go below 1 (its check): R = 1 best is the end of R's range, not of the
+    grid; the same value best for a step, or the largest R best, are edges."""
+    rows = [{"rule": "r", "algorithm.max_delay": r, "step": r, "seed": 0, "cost": c}
+            for r, c in [(1, 1.0), (2, 2.0), (8, 3.0)]]
+    rows += [{"rule": "s", "algorithm.max_delay": r, "step": r, "seed": 0, "cost": c}
+             for r, c in [(1, 3.0), (2, 2.0), (8, 1.0)]]
+    frame = pd.DataFrame(rows)
+    assert edge_lines(tune(frame, ["rule"], ["algorithm.max_delay"], "cost", [0])) == [
+        "grid edge: algorithm.max_delay = 8 (the largest of 1, 2, 8) for rule=s"]
+    assert [c.edges for c in tune(frame, ["rule"], ["step"], "cost", [0])] == [("step",), ("step",)]
+
+
 def test_evaluation_uses_the_chosen_values_on_the_other_seeds_and_refuses_shared_seeds():
     choices = tune(table(), ["rule"], ["lr"], "cost", [0, 1])
     runs = evaluate(table(), choices, seeds=range(2, 7), tuning_seeds=[0, 1])

@@ -535,6 +535,7 @@ def test_every_figure_names_its_number_of_seeds(tmp_path):
     spec = {"kind": "participation", "experiment": "e", "title": "Participation"}
     for extra, title in [({}, "Participation (2 seeds)"), ({"select": {"seed": 1}}, "Participation (1 seed)"),
                          ({"title": "Participation over seeds 0, 1"}, "Participation over seeds 0, 1"),
+                         ({"title": "The first seed's participation"}, "The first seed's participation (2 seeds)"),
                          ({"tuning_seeds": [1]}, "Participation (1 evaluation seed, 1 tuning)")]:
         figure, _ = draw("p", {**spec, **extra}, FIRST_KEYS, inputs)
         assert figure.get_suptitle() == title

@@ -7,6 +7,7 @@ number of seeds, the diverged cells' note, and ``afl.figures.save`` (looked up w
 test can replace it).
 """
 
+import re
 import sys
 
 import pandas as pd
@@ -15,10 +16,14 @@ from afl import figures
 from afl.figures.common import diverged_note, group_palette, groups, select
 
 
+NAMES_SEEDS = re.compile(r"\bseeds?\s+\d|\d\s+(?:evaluation\s+|tuning\s+)?seeds?\b", re.IGNORECASE)
+
+
 def with_seeds(title: str, runs: pd.DataFrame, tuning_seeds=()) -> str:
     """``title`` followed by `` (N seeds)``, N the distinct seeds of the drawn cells, or, with
-    ``tuning_seeds``, `` (N evaluation seeds, K tuning)``; unchanged if it names seeds."""
-    if "seed" in title.lower():
+    ``tuning_seeds``, `` (N evaluation seeds, K tuning)``; unchanged if it names its seeds ("seeds
+    0, 1", "5 seeds"; "the first seed's" names a paper, not runs)."""
+    if NAMES_SEEDS.search(title):
         return title
     seeds = set(runs["seed"])
     tuning = seeds & set(tuning_seeds or ())
