@@ -162,4 +162,5 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=8)
     if notes:
         fig.text(1.0, 0.95, "\n".join(notes), ha="left", va="top", fontsize=7)
+        print("optimal_time: " + "\noptimal_time: ".join(notes), file=sys.stderr)  # the chosen values, in the log too
     return fig
