@@ -57,7 +57,7 @@ def sacct(job_id: str) -> dict[str, tuple[str, str]]:
 
 
 def cell_dirs(experiment_dir: Path) -> list[Path]:
-    return sorted(p for p in experiment_dir.iterdir() if p.name not in ("tables", "slurm"))
+    return sorted(p for p in experiment_dir.iterdir() if p.is_dir() and p.name not in ("tables", "slurm"))
 
 
 def workflow(tmp_path: Path, experiments: dict, figures: dict | None = None, slurm: dict | None = None) -> Path:

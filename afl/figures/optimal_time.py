@@ -161,6 +161,6 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         labels.append("a run that never reached\nthe target (at its end)")
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=8)
     if notes:
-        fig.text(1.0, 0.95, "\n".join(notes), ha="left", va="top", fontsize=7)
+        fig.text(1.0, 0.75, "\n".join(notes), ha="left", va="top", fontsize=7)  # below the title
         print("optimal_time: " + "\noptimal_time: ".join(notes), file=sys.stderr)  # the chosen values, in the log too
     return fig
