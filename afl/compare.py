@@ -9,7 +9,9 @@ loss; pass ``lower=False`` for an accuracy).
 1. ``tune``: for each method, the tuned values with the best mean cost over the **tuning seeds**
    only. A best value at an end of the method's grid says the optimum may lie outside it:
    ``Choice.edges`` names those keys and ``edge_lines`` prints them as ``grid edge:`` lines (a
-   shipped config extends its grid until none is printed).
+   shipped config extends its grid until none is printed). A key whose every value ties for the
+   best (e.g. no step reaches a target within the budget, so every run's cost is the budget) has
+   no optimum to find: ``Choice.flat`` names it, ``edge_lines`` prints a ``flat:`` line, no edge.
 2. ``evaluate``: each method's runs at its chosen values on the **evaluation seeds** (disjoint
    from the tuning seeds, else ``ValueError``).
 3. ``interval`` (a method's mean) and ``paired`` (a difference between two methods, seed by seed
@@ -49,6 +51,7 @@ class Choice:
     seeds: int
     grid: dict  # tuned key -> the values the method was run with, sorted
     edges: tuple[str, ...]  # tuned keys whose chosen value is the smallest or largest of its grid
+    flat: tuple[str, ...] = ()  # tuned keys whose every grid value ties for the best mean cost
 
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.method.items()) or "all runs"
@@ -80,7 +83,8 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
     """Each method's best tuned values by mean ``cost`` over the tuning ``seeds``; ties go to the
     first in the grid's sorted order. A value tried on fewer seeds than another counts all the same.
     A best value at an end of its grid is an edge (``Choice.edges``), unless it is the key's floor
-    (``FLOORS``): the grid cannot be widened below it."""
+    (``FLOORS``): the grid cannot be widened below it, or every value of the key ties for the best
+    (``Choice.flat``): the cost does not depend on it within the grid."""
     runs = _split(frame, seeds, "tuning")
     choices = []
     for method, rows in (runs.groupby(methods, sort=True, dropna=False) if methods else [((), runs)]):
@@ -89,17 +93,23 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
         best = means.idxmin() if lower else means.idxmax()
         best = best if isinstance(best, tuple) else (best,)
         grid = {k: sorted(rows[k].unique()) for k in tuned}
-        edges = tuple(k for k, v in zip(tuned, best)
-                      if len(grid[k]) < 2 or v == grid[k][-1] or (v == grid[k][0] and v != FLOORS.get(k)))
-        choices.append(Choice(method, dict(zip(tuned, best)), float(means.min() if lower else means.max()),
-                              int(rows["seed"].nunique()), grid, edges))
+        best_cost = float(means.min() if lower else means.max())
+        ties = [t if isinstance(t, tuple) else (t,) for t in means[means == best_cost].index]
+        flat = tuple(k for i, k in enumerate(tuned) if len(grid[k]) > 1 and {t[i] for t in ties} == set(grid[k]))
+        edges = tuple(k for k, v in zip(tuned, best) if k not in flat and (
+            len(grid[k]) < 2 or v == grid[k][-1] or (v == grid[k][0] and v != FLOORS.get(k))))
+        choices.append(Choice(method, dict(zip(tuned, best)), best_cost, int(rows["seed"].nunique()), grid, edges, flat))
     return choices
 
 
 def edge_lines(choices: list[Choice], context: str = "") -> list[str]:
-    """One ``grid edge:`` line per tuned key whose best value is at an end of its grid."""
+    """One ``grid edge:`` line per tuned key whose best value is at an end of its grid, and one
+    ``flat:`` line per tuned key whose every value ties for the best."""
     lines = []
     for c in choices:
+        for key in c.flat:
+            lines.append(f"flat: every {key} of {', '.join(map(str, c.grid[key]))} ties at {c.cost:.4g} for "
+                         f"{c.label()}, nothing to tune" + (f" ({context})" if context else ""))
         for key in c.edges:
             grid = ", ".join(map(str, c.grid[key]))
             where = "the only value" if len(c.grid[key]) < 2 else \

@@ -89,3 +89,17 @@ def test_a_gain_is_paired_by_seed_and_needs_ten_pairs():
     assert got.high - got.mean == pytest.approx(half, rel=1e-9)
     with pytest.raises(TooFewSeeds):
         paired(a.loc[:8], b)
+
+
+def test_a_key_whose_every_value_ties_is_flat_not_an_edge():
+    """No step reaches the target within the budget: every run's cost is the budget, the first step
+    is chosen by the tie rule, and that is no optimum at the grid's edge but a flat key; a tie of an
+    edge value with one other value only is still an edge."""
+    rows = [{"rule": "never", "step": s, "seed": 0, "cost": 200.0} for s in (0.01, 0.1, 1.0)]
+    rows += [{"rule": "two", "step": s, "seed": 0, "cost": c} for s, c in [(0.01, 5.0), (0.1, 5.0), (1.0, 9.0)]]
+    choices = {c.method["rule"]: c for c in tune(pd.DataFrame(rows), ["rule"], ["step"], "cost", [0])}
+    assert (choices["never"].values, choices["never"].edges, choices["never"].flat) == ({"step": 0.01}, (), ("step",))
+    assert (choices["two"].edges, choices["two"].flat) == (("step",), ())
+    assert edge_lines(list(choices.values())) == [
+        "flat: every step of 0.01, 0.1, 1.0 ties at 200 for rule=never, nothing to tune",
+        "grid edge: step = 0.01 (the smallest of 0.01, 0.1, 1.0) for rule=two"]
