@@ -5,6 +5,7 @@ online share, each rule at its best step per share (``steps``: the step key of e
 numbers from ``availability_table`` and ``availability_choices``.
 """
 
+import dataclasses
 import json
 import sys
 
@@ -70,7 +71,7 @@ def availability_choices(cells: pd.DataFrame, steps: dict, tuning_seeds) -> tupl
         if rule not in steps:
             raise ValueError(f"availability figure: no step key for {rule}; fix: add {rule} to the figure's steps")
         choices = compare.tune(rows, ["share"], [steps[rule]], "acc", tuning or evaluation, lower=False)
-        tuned += [compare.Choice({RULE: rule, **c.method}, c.values, c.cost, c.seeds, c.grid, c.edges) for c in choices]
+        tuned += [dataclasses.replace(c, method={RULE: rule, **c.method}) for c in choices]
         parts.append(compare.evaluate(rows, choices, evaluation, tuning).assign(rule=rule))
     return pd.concat(parts), tuned
 
