@@ -92,7 +92,7 @@ def test_each_family_tuned_on_its_seeds_shown_on_the_others_beside_the_bound(tmp
     assert wasted == {(0.0, 0.0), (25.0, 25.0)}  # percent of busy time
     edges = sorted(line for line in log.splitlines() if line.startswith("grid edge:"))
     assert "grid edge: algorithm.buffer_size = 8.0 (the largest of 2.0, 8.0) for method=Rennala SGD, " \
-           "data.num_clients=1 (tuned on seeds 100)" in edges
+           "data.num_clients=1 (tuned on seed 100)" in edges
     notes = " ".join(t.get_text() for t in figure.texts)
     assert "Rennala SGD: best server_lr, buffer_size (0.1, 8) at 1; (0.1, 2) at 2" in notes
     assert "AsyncSGD: best server_lr (0.1) at 1; (0.3) at 2" in notes

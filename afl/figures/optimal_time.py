@@ -45,7 +45,7 @@ def tune_families(per: pd.DataFrame, x_key: str, tune: str, tuning: list) -> tup
     for family, rows in per.groupby("method"):
         keys = [tune] + ([OWN[family]] if family in OWN and OWN[family] in rows else [])
         choices = compare.tune(rows, ["method", x_key], keys, "cost", seeds)
-        for line in compare.edge_lines(choices, f"tuned on seeds {', '.join(map(str, tuning))}" if tuning else ""):
+        for line in compare.edge_lines(choices, f"tuned on seed{'s' * (len(tuning) > 1)} {', '.join(map(str, tuning))}" if tuning else ""):
             print(line, file=sys.stderr)
         if tuning:
             kept.append(compare.evaluate(rows, choices, set(rows["seed"]) - set(tuning), tuning))
@@ -54,7 +54,8 @@ def tune_families(per: pd.DataFrame, x_key: str, tune: str, tuning: list) -> tup
             kept.append(rows[[all(row[k] == v for k, v in best[row[x_key]].items()) for _, row in rows.iterrows()]])
         names = ", ".join(k.split(".")[-1] for k in keys)
         notes.append(f"{family}: best {names} " + "; ".join(
-            "(" + ", ".join(f"{v:g}" for v in c.values.values()) + f") at {c.method[x_key]:g}"
+            "(" + ", ".join("any (flat)" if k in c.flat else f"{v:g}" for k, v in c.values.items())
+            + f") at {c.method[x_key]:g}"
             for c in sorted(choices, key=lambda c: c.method[x_key])))
     return pd.concat(kept), notes
 
@@ -112,7 +113,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         tuning = list(spec.get("tuning_seeds") or [])
         per, notes = tune_families(per, x_key, tune, tuning)
         if tuning:
-            notes.insert(0, f"tuned per method and {x_key.split('.')[-1]} on seeds {', '.join(map(str, tuning))}, "
+            notes.insert(0, f"tuned per method and {x_key.split('.')[-1]} on seed{'s' * (len(tuning) > 1)} {', '.join(map(str, tuning))}, "
                             "shown on the others")
     methods = sorted(per["method"].unique())
     colours = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
@@ -161,6 +162,6 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         labels.append("a run that never reached\nthe target (at its end)")
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=8)
     if notes:
-        fig.text(1.0, 0.75, "\n".join(notes), ha="left", va="top", fontsize=7)  # below the title
+        fig.text(0.5, -0.3, "\n".join(notes), ha="center", va="top", fontsize=7)  # below the legend
         print("optimal_time: " + "\noptimal_time: ".join(notes), file=sys.stderr)  # the chosen values, in the log too
     return fig
