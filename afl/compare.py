@@ -12,6 +12,7 @@ loss; pass ``lower=False`` for an accuracy).
    shipped config extends its grid until none is printed). A key whose every value ties for the
    best (e.g. no step reaches a target within the budget, so every run's cost is the budget) has
    no optimum to find: ``Choice.flat`` names it, ``edge_lines`` prints a ``flat:`` line, no edge.
+   ``choice_lines`` prints each method's chosen values as a ``chosen:`` line, for the figure logs.
 2. ``evaluate``: each method's runs at its chosen values on the **evaluation seeds** (disjoint
    from the tuning seeds, else ``ValueError``).
 3. ``interval`` (a method's mean) and ``paired`` (a difference between two methods, seed by seed
@@ -117,6 +118,14 @@ def edge_lines(choices: list[Choice], context: str = "") -> list[str]:
             lines.append(f"grid edge: {key} = {c.values[key]} ({where} of {grid}) for {c.label()}"
                          + (f" ({context})" if context else ""))
     return lines
+
+
+def choice_lines(choices: list[Choice], context: str = "") -> list[str]:
+    """One ``chosen:`` line per method: its tuned values, their mean cost and the number of
+    tuning seeds, so that a figure's log says where each method was compared."""
+    return [f"chosen: {', '.join(f'{k} = {v}' for k, v in c.values.items())} for {c.label()} "
+            f"(mean {c.cost:.4g} on {c.seeds} seed{'s' * (c.seeds != 1)})" + (f" ({context})" if context else "")
+            for c in choices]
 
 
 def evaluate(frame: pd.DataFrame, choices: list[Choice], seeds, tuning_seeds) -> pd.DataFrame:

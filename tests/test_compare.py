@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from afl.compare import Interval, TooFewSeeds, edge_lines, evaluate, interval, paired, tune
+from afl.compare import Interval, TooFewSeeds, choice_lines, edge_lines, evaluate, interval, paired, tune
 
 
 def table() -> pd.DataFrame:
@@ -103,3 +103,6 @@ def test_a_key_whose_every_value_ties_is_flat_not_an_edge():
     assert edge_lines(list(choices.values())) == [
         "flat: every step of 0.01, 0.1, 1.0 ties at 200 for rule=never, nothing to tune",
         "grid edge: step = 0.01 (the smallest of 0.01, 0.1, 1.0) for rule=two"]
+    assert choice_lines(list(choices.values()), "seed 0") == [
+        "chosen: step = 0.01 for rule=never (mean 200 on 1 seed) (seed 0)",
+        "chosen: step = 0.01 for rule=two (mean 5 on 1 seed) (seed 0)"]

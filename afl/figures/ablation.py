@@ -92,7 +92,7 @@ def ablation(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, pale
     shown, diffs, choices = ablation_table(tables, runs, spec)
     how = f"tuned on seeds {', '.join(map(str, spec['tuning_seeds']))}" if spec.get("tuning_seeds") else \
         "chosen on the seeds shown"
-    for line in compare.edge_lines(choices, how):
+    for line in compare.choice_lines(choices, how) + compare.edge_lines(choices, how):
         print(line, file=sys.stderr)
     reference = reference_bar(spec, shown["bar"])
     bars = sorted(set(shown["bar"]) - {reference})

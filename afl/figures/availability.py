@@ -81,12 +81,13 @@ def availability(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     compute wasted on results never applied (lost offline, stopped, refused), one line per rule,
     the mean over the evaluation seeds with its 95% t-interval from ``afl.compare.MIN_SEEDS``
     seeds. Each rule and share is at its best step (``steps``) on ``tuning_seeds``. The log prints
-    every point's interval, the measured online shares and ``grid edge:`` lines."""
+    every point's interval, the measured online shares and the ``chosen:``, ``flat:`` and ``grid edge:``
+    lines."""
     budget, steps, tuning = spec["budget"], spec["steps"], spec.get("tuning_seeds")
     cells = availability_table(tables, runs, budget)
     shown, tuned = availability_choices(cells, steps, tuning)
     how = f"tuned on seeds {', '.join(map(str, tuning))}" if tuning else "chosen on every seed"
-    lines = compare.edge_lines(tuned, how)
+    lines = compare.choice_lines(tuned, how) + compare.edge_lines(tuned, how)
     rules = sorted(shown["rule"].unique())
     colours = dict(zip(rules, sns.color_palette("colorblind", len(rules))))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
