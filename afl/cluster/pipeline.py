@@ -180,7 +180,8 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
             if key not in columns:
                 raise ConfigError(f"{where}.select.{key}: not a column of experiment {exp}; "
                                   f"fix: select on one of {', '.join(sorted(columns))}")
-        named = {"x_key": spec.get("x_key"), "tune": spec.get("tune"), "panel": spec.get("panel"),
+        named = {"x_key": spec.get("x_key"), "step_key": spec.get("step_key"), "tune": spec.get("tune"),
+                 "panel": spec.get("panel"),
                  **{f"bars[{i}]": k for i, k in enumerate(spec.get("bars") or [])},
                  **{f"hue[{i}]": k for i, k in enumerate(spec.get("hue") or [])},
                  **{f"steps.{rule}": k for rule, k in (spec.get("steps") or {}).items()},

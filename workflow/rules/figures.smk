@@ -19,6 +19,7 @@ for kind in (
     "optimal_time",
     "availability",
     "phase_participation",
+    "horizon",
 ):
 
     rule:
