@@ -141,3 +141,26 @@ def assert_same_tables(a: Path, b: Path) -> None:
         x, y = pd.read_parquet(a / name), pd.read_parquet(b / name)
         drop = WALL.get(name, [])
         pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop), check_exact=True)
+
+
+def draw_kind(tables: dict, tmp_path: Path, name: str, spec: dict, keys: list[str]):
+    """One figure drawn as the workflow's figure job draws it (``afl.figures.draw.main``) from
+    ``tables`` written as Parquet under ``tmp_path``, without saving: ``(figure, its log)``."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from afl import figures
+    from afl.figures.draw import main
+
+    folder = tmp_path / "tables"
+    folder.mkdir(exist_ok=True)
+    inputs = {}
+    for kind, frame in tables.items():
+        inputs[kind] = str(folder / f"{kind}.parquet")
+        frame.to_parquet(inputs[kind])
+    caught, log = [], io.StringIO()
+    with mock.patch.object(figures, "save", lambda fig, png: caught.append(fig)), contextlib.redirect_stderr(log):
+        main(name, dict(spec), keys, inputs, "unused.png")
+    (figure,) = caught
+    return figure, log.getvalue()

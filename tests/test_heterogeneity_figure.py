@@ -16,11 +16,8 @@ cell of C diverged (no pair): B's ratio and C's effect still have the 10 values 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
-from unittest import mock
 
 import matplotlib
 
@@ -35,10 +32,8 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, draw_kind  # noqa: E402
 
-from afl import figures  # noqa: E402
-from afl.figures.draw import main as draw_figure  # noqa: E402
 from afl.figures.heterogeneity import heterogeneity_table  # noqa: E402
 
 SETTINGS = {"A": {"algorithm.concurrency": 4, "timing.distribution": "exponential"},
@@ -169,17 +164,7 @@ def expected(tables: dict) -> tuple[float, dict]:
 
 
 def draw(tables: dict, tmp_path, spec=SPEC):
-    folder = tmp_path / "tables"
-    folder.mkdir(exist_ok=True)
-    inputs = {}
-    for kind, frame in tables.items():
-        inputs[kind] = folder / f"{kind}.parquet"
-        frame.to_parquet(inputs[kind])
-    caught, log = [], io.StringIO()
-    with mock.patch.object(figures, "save", lambda fig, png: caught.append(fig)), contextlib.redirect_stderr(log):
-        draw_figure("het", dict(spec), KEYS, {k: str(v) for k, v in inputs.items()}, "unused.png")
-    (figure,) = caught
-    return figure, log.getvalue()
+    return draw_kind(tables, tmp_path, "het", spec, KEYS)
 
 
 def errorbars(ax) -> list[tuple]:

@@ -10,10 +10,7 @@ lines). Each evaluation's value is random, and the evaluation after the last ver
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from unittest import mock
 
 import matplotlib
 
@@ -26,10 +23,9 @@ import yaml  # noqa: E402
 from jsonschema import Draft202012Validator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, draw_kind  # noqa: E402
 
 from afl import figures  # noqa: E402
-from afl.figures.draw import main as draw_figure  # noqa: E402
 from afl.figures.horizon import horizon_table, slopes, step_lines  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -87,17 +83,7 @@ def expected(tables: dict) -> dict:
 
 
 def draw(tables: dict, tmp_path, spec=SPEC):
-    folder = tmp_path / "tables"
-    folder.mkdir(exist_ok=True)
-    inputs = {}
-    for kind, frame in tables.items():
-        inputs[kind] = folder / f"{kind}.parquet"
-        frame.to_parquet(inputs[kind])
-    caught, log = [], io.StringIO()
-    with mock.patch.object(figures, "save", lambda fig, png: caught.append(fig)), contextlib.redirect_stderr(log):
-        draw_figure("horizon", dict(spec), KEYS, {k: str(v) for k, v in inputs.items()}, "unused.png")
-    (figure,) = caught
-    return figure, log.getvalue()
+    return draw_kind(tables, tmp_path, "horizon", spec, KEYS)
 
 
 def test_the_table_and_the_lines_hold_the_definitions_numbers():
