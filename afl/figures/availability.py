@@ -16,7 +16,7 @@ import seaborn as sns
 
 from afl import compare
 from afl.config import AvailabilityConfig
-from afl.figures.common import at_budget
+from afl.figures.common import at_budget, interval_bars, point_text
 
 RULE = "algorithm.name"
 KEY = "timing.availability."
@@ -95,15 +95,10 @@ def availability(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
                               (axes[1], "wasted", "compute wasted (% of busy time)")):
         for rule in rules:
             by_share = shown[shown["rule"] == rule].groupby("share")[column]
-            got = {s: compare.interval(v) for s, v in by_share if v.notna().sum() >= compare.MIN_SEEDS}
-            mean = by_share.mean()
-            yerr = None if not got else [[mean[s] - got[s].low if s in got else np.nan for s in mean.index],
-                                         [got[s].high - mean[s] if s in got else np.nan for s in mean.index]]
+            mean, got, yerr = interval_bars(by_share)
             ax.errorbar(mean.index, mean.to_numpy(), yerr=yerr, marker="o", capsize=3, color=colours[rule], label=rule)
             lines.append(f"availability: {rule}: {column} per online share, evaluation seeds: " + "; ".join(
-                f"{s:g}: " + (str(got[s]) if s in got else
-                              f"{mean[s]:.4g} (n = {by_share.size()[s]}: no interval below {compare.MIN_SEEDS})")
-                for s in mean.index))
+                f"{s:g}: {point_text(by_share, mean, got, s)}" for s in mean.index))
         ax.set(xlabel="clients' online share (1 = always online)", ylabel=label)
         ax.set_xticks(sorted(cells["share"].unique()))
     axes[0].set_ylim(0, 100)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from afl import compare
 from afl.queueing import measure
@@ -119,6 +120,32 @@ def metric(tables: dict, y: str, cells: pd.Index) -> pd.DataFrame:
         e = tables["evals"][tables["evals"]["cell"].isin(cells)]
         per = e[["cell", "round", "time"]].assign(value=e[y] * (100 if y == "test_acc" else 1))
     return per.replace([np.inf, -np.inf], np.nan).dropna(subset=["value"])
+
+
+def interval_bars(values) -> tuple[pd.Series, dict, list | None]:
+    """For ``values`` grouped by x (a pandas GroupBy of one column): ``(mean, got, yerr)``, the mean
+    per x, the t-interval per x with ``compare.MIN_SEEDS`` values or more, and the ``errorbar`` yerr
+    (NaN where an x has no interval; None where none has)."""
+    got = {x: compare.interval(v) for x, v in values if v.notna().sum() >= compare.MIN_SEEDS}
+    mean = values.mean()
+    yerr = None if not got else [[mean[x] - got[x].low if x in got else np.nan for x in mean.index],
+                                 [got[x].high - mean[x] if x in got else np.nan for x in mean.index]]
+    return mean, got, yerr
+
+
+def point_text(values, mean: pd.Series, got: dict, x) -> str:
+    """One point of ``interval_bars`` for a log: its interval, or its mean and n and why no interval."""
+    if x in got:
+        return str(got[x])
+    return f"{mean[x]:.4g} (n = {values.size()[x]}: no interval below {compare.MIN_SEEDS})"
+
+
+def plain_log_axis(axis) -> None:
+    """A log axis labelled in plain numbers (``:g``) at 1, 2 and 5 times the powers of ten, so that
+    an axis within one decade is labelled too."""
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def legend(fig, labels: list[str], palette: dict, runs: pd.DataFrame, label_of: pd.Series, title: str,

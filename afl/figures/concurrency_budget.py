@@ -13,7 +13,8 @@ import seaborn as sns
 from matplotlib.ticker import NullLocator
 
 from afl import compare
-from afl.figures.common import at_budget, bound_constants, cell_tables, network_of, routing_name, routings
+from afl.figures.common import (at_budget, bound_constants, cell_tables, interval_bars, network_of, point_text,
+                                routing_name, routings)
 from afl.queueing.routing import bound, optimize_concurrency
 
 M = "algorithm.concurrency"
@@ -76,15 +77,10 @@ def concurrency_budget(spec: dict, tables: dict, runs: pd.DataFrame, label_of, o
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name in names:
         by_m = shown[shown["route"] == name].groupby(M)["acc"]
-        got = {m: compare.interval(v) for m, v in by_m if v.notna().sum() >= compare.MIN_SEEDS}
-        mean = by_m.mean()
-        yerr = None if not got else [[mean[m] - got[m].low if m in got else np.nan for m in mean.index],
-                                     [got[m].high - mean[m] if m in got else np.nan for m in mean.index]]
+        mean, got, yerr = interval_bars(by_m)
         ax.errorbar(mean.index, mean.to_numpy(), yerr=yerr, marker="o", capsize=3, color=colours[name], label=name)
         print(f"concurrency_budget: {name}: accuracy (%) at time {budget:g} per m, evaluation seeds: "
-              + "; ".join(f"m = {m}: " + (str(got[m]) if m in got else
-                                          f"{mean[m]:.4g} (n = {by_m.size()[m]}: no interval below {compare.MIN_SEEDS})")
-                          for m in mean.index), file=sys.stderr)
+              + "; ".join(f"m = {m}: {point_text(by_m, mean, got, m)}" for m in mean.index), file=sys.stderr)
     if marks:
         ax.axvline(marks["uniform"], color=colours["uniform"], ls="--", lw=1.2,
                    label=f"bound's best m, uniform routing: {marks['uniform']}")

@@ -8,11 +8,12 @@ one (``run.eval_every: 1``); its average A(T) is the uniform mean of ``metric`` 
 0 .. T-1 (uniform weights: the seed's are lost). Cells form lines by their step (``step_key``): a
 line "step c/sqrt(T)" holds the cells whose step times sqrt(T) is c (to 4 significant digits), a
 line "step v" the cells whose step is v, for every c or v found at three horizons or more (two
-points fit any slope; one cell can sit on two lines). Per line and seed, the least-squares slope of log A(T) on log T over the line's
-horizons; the line's slope is the mean over seeds with its Student-t interval
-(``afl.compare.interval``, from ``afl.compare.MIN_SEEDS`` seeds). Theorem 1's rate is the slope
-``rate`` (default -1/2): a c/sqrt(T) line's slope at or below it agrees with the theorem at these
-horizons; above it (flatter), its average falls more slowly than the theorem's rate.
+points fit any slope; one cell can sit on two lines). Per line and seed, the least-squares slope
+of log A(T) on log T over the line's horizons; the line's slope is the mean over seeds with its
+Student-t interval (``afl.compare.interval``, from ``afl.compare.MIN_SEEDS`` seeds). Theorem 1's
+rate is the slope ``rate`` (default -1/2): a c/sqrt(T) line's slope at or below it agrees with the
+theorem at these horizons; above it (flatter), its average falls more slowly than the theorem's
+rate.
 
 Left: A(T) against T on log-log axes, a line per line of steps, the mean over seeds with its 95%
 t-interval, and a dashed line of slope ``rate`` through the first c/sqrt(T) line's first point.
@@ -29,20 +30,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import NullFormatter
 
 from afl import compare
+from afl.figures.common import interval_bars, plain_log_axis, point_text
 
 DIGITS = 4  # a step times sqrt(T), rounded to these significant digits, names a c/sqrt(T) line
 HORIZONS = 3  # a line needs this many horizons: two points fit any slope
 NAME = {"grad_norm_sq": "||grad f(x_t)||^2", "test_loss": "the test loss", "server_loss": "the server loss"}
-
-
-def plain_log_axis(axis) -> None:
-    """A log axis labelled in plain numbers at 1, 2 and 5 times the powers of ten."""
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def horizon_table(tables: dict, runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -113,21 +108,18 @@ def horizon(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palet
     log, notes = [], []
     for name, rows in lines.items():
         by_t = rows.groupby("T")["A"]
-        mean = by_t.mean()
-        got = {t: compare.interval(v) for t, v in by_t if v.size >= compare.MIN_SEEDS}
-        yerr = None if len(got) < len(mean) else [[mean[t] - got[t].low for t in mean.index],
-                                                   [got[t].high - mean[t] for t in mean.index]]
+        mean, got, yerr = interval_bars(by_t)
         left.errorbar(mean.index, mean.to_numpy(), yerr=yerr, marker="o", capsize=3, color=colours[name], label=name)
         per_seed = slopes(rows)
         slope = (str(compare.interval(per_seed)) if per_seed.size >= compare.MIN_SEEDS else
                  f"{per_seed.mean():.3g} (n = {per_seed.size}: no interval below {compare.MIN_SEEDS})")
         log.append(f"horizon: {name}: A(T) = mean {metric} over versions < T, per T: " + "; ".join(
-            f"{t}: {got[t] if t in got else f'{mean[t]:.4g} (n = {by_t.size()[t]})'}" for t in mean.index))
+            f"{t}: {point_text(by_t, mean, got, t)}" for t in mean.index))
         log.append(f"horizon: {name}: slope of log A(T) on log T over T = {', '.join(map(str, mean.index))}: "
                    f"{slope}; Theorem 1's rate: {rate:g}")
         notes.append(f"{name}: slope {slope}")
-    scaled = [name for name in lines if name.endswith("/sqrt(T)")]
-    first = lines[scaled[0] if scaled else next(iter(lines))]
+    shown = next((name for name in lines if name.endswith("/sqrt(T)")), next(iter(lines)))
+    first = lines[shown]
     t0 = first["T"].min()
     a0 = first.loc[first["T"] == t0, "A"].mean()
     ts = np.array(sorted(table["T"].unique()), dtype=float)
@@ -147,7 +139,7 @@ def horizon(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palet
         right.plot(c["t"] + 1, c["value"], color=shades[t], label=f"T = {t} (step {steps[t]:.3g})")
     right.set(xscale="log", yscale="log", xlabel="iterates averaged (t + 1)",
               ylabel=f"running mean of {NAME.get(metric, metric)}",
-              title=f"{scaled[0] if scaled else next(iter(lines))}: running means")
+              title=f"{shown}: running means")
     plain_log_axis(right.yaxis)
     plain_log_axis(right.xaxis)
     right.legend(fontsize=8)

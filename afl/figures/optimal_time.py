@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from afl import compare
-from afl.figures.common import PANEL
+from afl.figures.common import PANEL, plain_log_axis
 from afl.figures.target import draw_costs, interval_label
 from afl.queueing.optimal import time_curve
 
@@ -149,9 +148,7 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
         ax.minorticks_off()
         ax.set_xlabel(f"{spec.get('x_label', 'workers n')}\n({x_key})")
     axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels within a single decade too
-    axes[0].yaxis.set_major_formatter(ScalarFormatter())
-    axes[0].yaxis.set_minor_formatter(NullFormatter())
+    plain_log_axis(axes[0].yaxis)  # labels within a single decade too
     axes[0].set_ylabel("virtual time")
     bars = interval_label(per["seed"].nunique())
     axes[0].set_title(f"time until {metric_name} (mean over {window:g} time units) <= {goal:g}\n({bars})")
