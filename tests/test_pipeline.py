@@ -105,6 +105,11 @@ def test_a_bad_cell_is_named_with_the_config_error(tmp_path: Path) -> None:
      "algorithm.concurrency, algorithm.name, seed, or set client.lr in a variant or the grid"),
     ({"figures": {"f": {"kind": "routing_gain", "experiment": "e", "panel": "seed"}}},
      "figures.f: 'budget' is a required property; fix: see workflow/schemas/config.schema.yaml"),
+    ({"figures": {"f": {"kind": "horizon", "experiment": "e", "x_key": "seed"}}},
+     "figures.f: 'step_key' is a required property; fix: see workflow/schemas/config.schema.yaml"),
+    ({"figures": {"f": {"kind": "horizon", "experiment": "e", "x_key": "seed", "step_key": "client.lr"}}},
+     "figures.f.step_key: client.lr is not a column of experiment e (a key no cell overrides); fix: use one of "
+     "algorithm.concurrency, algorithm.name, seed, or set client.lr in a variant or the grid"),
 ])
 def test_bad_workflow_config_stops_before_any_job(tmp_path: Path, change: dict, message: str) -> None:
     base = write_yaml(tmp_path / "base.yaml", TINY)
