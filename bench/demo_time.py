@@ -15,7 +15,9 @@ HEAD`` times today's demo after the change alone, with ``--only after``).
 
 For each it prints the wall time, the cells run and the figures drawn, and the after/before ratio;
 a cell's CPU time in its own ``run.json`` (``wall_time``, the simulation alone) summed over the
-cells shows how much of the demo is simulation. MNIST comes from ``$AFL_DATA_ROOT`` (else
+cells shows how much of the demo is simulation; per experiment, beside the slowest jobs' wall times
+from the workflow's ``benchmark:`` files (absent in commits before them), it shows where the time
+went. MNIST comes from ``$AFL_DATA_ROOT`` (else
 ``../shared/data``). Run it alone: two cores are easily oversubscribed.
 
     python bench/demo_time.py [--before 29f6495] [--only before|after] [--demo-of REV]
@@ -44,10 +46,37 @@ def run_demo(label: str, checkout: Path, env: dict) -> dict:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"{label}: snakemake failed:\n{result.stderr[-4000:]}")
-    runs = [json.loads(p.read_text()) for p in (checkout / "results").glob("*/*/run.json")]
+    runs = {p: json.loads(p.read_text()) for p in (checkout / "results").glob("*/*/run.json")}
     figures = list((checkout / "results" / "figures").glob("*.png"))
+    simulation: dict[str, float] = {}
+    for path, r in runs.items():
+        simulation[path.parent.parent.name] = simulation.get(path.parent.parent.name, 0.0) + r["wall_time"]
     return {"label": label, "wall_s": wall, "cells": len(runs), "figures": len(figures),
-            "simulation_s": sum(r["wall_time"] for r in runs)}
+            "simulation_s": sum(simulation.values()), "simulation": simulation,
+            "jobs": job_seconds(checkout / "results" / "benchmarks")}
+
+
+def job_seconds(folder: Path) -> dict[str, float]:
+    """Each job's wall time from the workflow's ``benchmark:`` files (``<step>/<name>.tsv``, column
+    ``s``), keyed ``<step>/<name>``."""
+    seconds = {}
+    for path in sorted(folder.glob("*/*.tsv")):
+        header, values = path.read_text().splitlines()[:2]
+        seconds[f"{path.parent.name}/{path.stem}"] = float(values.split("\t")[header.split("\t").index("s")])
+    return seconds
+
+
+def breakdown(row: dict, top: int = 12) -> None:
+    """Where ``row``'s time went: each experiment's cells' simulation time, and the slowest jobs."""
+    print(f"\n{row['label']}: the cells' simulation time by experiment, and the slowest jobs (wall)")
+    print("| experiment | simulation, summed | | job | wall |")
+    print("|---|---|---|---|---|")
+    sims = sorted(row["simulation"].items(), key=lambda kv: -kv[1])[:top]
+    jobs = sorted(row["jobs"].items(), key=lambda kv: -kv[1])[:top]
+    for i in range(max(len(sims), len(jobs))):
+        sim = f"| {sims[i][0]} | {sims[i][1]:.0f} s |" if i < len(sims) else "| | |"
+        job = f" | {jobs[i][0]} | {jobs[i][1]:.0f} s |" if i < len(jobs) else " | | |"
+        print(sim + job)
 
 
 def use_demo_of(checkout: Path, rev: str) -> None:
@@ -76,7 +105,7 @@ def main() -> None:
             try:
                 use_demo_of(before, demo_of)
                 rows.append(run_demo(f"before ({args.before})", before, {**env, "PYTHONPATH": str(before)}))
-                print(rows[-1], flush=True)
+                print({k: v for k, v in rows[-1].items() if k not in ("simulation", "jobs")}, flush=True)
             finally:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)],
                                capture_output=True)
@@ -87,7 +116,7 @@ def main() -> None:
             try:
                 use_demo_of(after, demo_of)
                 rows.append(run_demo("after (HEAD, shared workers)", after, {**env, "PYTHONPATH": str(after)}))
-                print(rows[-1], flush=True)
+                print({k: v for k, v in rows[-1].items() if k not in ("simulation", "jobs")}, flush=True)
             finally:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(after)],
                                capture_output=True)
@@ -96,6 +125,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['label']} | {r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min) | {r['cells']} | {r['figures']} | "
               f"{r['simulation_s']:.0f} s |")
+    for r in rows:
+        breakdown(r)
     if len(rows) == 2:
         print(f"\nafter / before: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x the wall time")
     print(f"cells: the demo of {demo_of}")

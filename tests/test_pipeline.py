@@ -7,6 +7,7 @@ SLURM runs of the same workflow: tests/test_pipeline_slurm.py.
 
 from __future__ import annotations
 
+import runpy
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from test_figures import CHECKS, STANDARD, TABLES, check_figure
 from afl.cluster import pipeline
 from afl.config import config_hash, load_config
 from afl.errors import ConfigError
+
+job_seconds = runpy.run_path(str(REPO / "bench" / "demo_time.py"))["job_seconds"]
 
 
 # ------------------------------------------------------------------ cells: names and validation
@@ -210,6 +213,11 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
     assert "marked" not in result.stderr
     assert all((tmp_path / "results" / "tiny" / cell / "train.log").is_file() for cell in runs.index)
     assert (logs / "run" / "tiny.log").is_file()
+    # ... and its time (Snakemake's benchmark: files), as bench/demo_time.py reads them.
+    seconds = job_seconds(tmp_path / "results" / "benchmarks")
+    assert set(seconds) == {"run/tiny", "run/sampling", "aggregate/tiny", "aggregate/sampling",
+                            *(f"figures/{name}" for name in config["figures"])}
+    assert all(s > 0 for s in seconds.values()), seconds
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--configfile", str(wf), "--report", str(report))

@@ -19,6 +19,8 @@ rule aggregate:
         sampling=table("{experiment}", "sampling"),
     log:
         f"{RESULTS}/logs/aggregate/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate/{{experiment}}.tsv"
     wildcard_constraints:
         experiment=one_of(CELLS),
     conda:

@@ -36,6 +36,8 @@ for kind in (
             pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         log:
             f"{RESULTS}/logs/figures/{{figure}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/figures/{{figure}}.tsv"
         wildcard_constraints:
             figure=one_of(n for n, s in config["figures"].items() if s["kind"] == kind),
         conda:

@@ -16,6 +16,8 @@ if EXECUTOR == "local":
                 launch_records(experiment),
             log:
                 f"{RESULTS}/logs/run/{experiment}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/run/{experiment}.tsv"
             conda:
                 ENV
             threads: len(CELLS[experiment]) * config["threads"]  # Snakemake caps it at --cores
@@ -36,6 +38,8 @@ else:
                 launch_records(experiment),
             log:
                 f"{RESULTS}/logs/submit/{experiment}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/submit/{experiment}.tsv"
             conda:
                 ENV
             threads: 1
