@@ -216,3 +216,25 @@ def test_flops_per_sample_leaves_the_model_alone():
     for k, v in model.state_dict().items():
         assert torch.equal(before[k], v), k
     assert not any(m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("shape, dim", [((2048, 10), 1), ((300, 3), 1), ((16, 10), 1), ((2048, 16), 1),
+                                        ((5, 64, 10), 2), ((5, 20, 10), 2)])
+def test_log_softmax_matches_torch_to_float_rounding(shape, dim):
+    # Both paths (the transposed rows for few classes and many rows, torch's own otherwise): the
+    # values and the gradient of torch.log_softmax to float32 rounding, contiguous like torch's.
+    h = (3 * torch.randn(*shape, generator=_gen(2))).requires_grad_()
+    g = torch.randn(*shape, generator=_gen(3))
+    ours = models.log_softmax(h, dim)
+    (mine,) = torch.autograd.grad(ours, h, g)
+    theirs = torch.log_softmax(h, dim)
+    (reference,) = torch.autograd.grad(theirs, h, g)
+    assert ours.is_contiguous() and ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_built_models_end_in_the_fast_log_softmax(name):
+    last = list(_build(name).modules())[-1]
+    assert isinstance(last, models.LogSoftmax) and isinstance(last, nn.LogSoftmax) and last.dim == 1

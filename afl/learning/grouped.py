@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from afl import params
-from afl.learning.models import BasicBlock
+from afl.learning.models import BasicBlock, log_softmax
 
 
 class GroupedModel:
@@ -104,7 +104,7 @@ class GroupedModel:
                 return _LinearSGD.apply(h, weight, bias, self.sgd_rates)
             return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
         if isinstance(module, nn.LogSoftmax) and module.dim == 1:
-            return torch.log_softmax(h, 2)
+            return log_softmax(h, 2)
         raise TypeError(f"batched training has no rule for {type(module).__name__} ({prefix.rstrip('.')})")
 
     def _conv(self, module: nn.Conv2d, prefix: str, h: torch.Tensor) -> torch.Tensor:

@@ -91,22 +91,21 @@ class Probes:
         self.sizes = np.ones(self.n) if a.weighting == "uniform" else np.asarray(fed.sizes, dtype=float)
         self.replace = UNIFORM.get(a.selection)  # None: routing, no uniform formula
         self.eval_batch = cfg.run.eval_batch
-        self.subset = None
+        self.subset = None  # (x, y): the fixed training samples of ||grad f||^2, gathered once
         if cfg.run.grad_norm_samples:
             total = len(fed.train_y)
             if cfg.run.grad_norm_samples > total:
                 raise ConfigError(f"run.grad_norm_samples: {cfg.run.grad_norm_samples} exceeds the {total} "
                                   f"training samples; fix: set it to at most {total}")
             pick = numpy_stream(cfg.seed, Stream.PROBE, 0).permutation(total)[:cfg.run.grad_norm_samples]
-            self.subset = torch.as_tensor(np.sort(pick), device=fed.train_y.device)
+            rows = torch.as_tensor(np.sort(pick), device=fed.train_y.device)
+            self.subset = fed.train_x[rows], fed.train_y[rows]
 
     def grad_norm_sq(self, x: torch.Tensor) -> float:
         """``||grad f(x)||^2`` on the fixed subset (NaN when ``run.grad_norm_samples`` is 0)."""
         if self.subset is None:
             return math.nan
-        fed = self.run.federation
-        return gradient_norm_sq(self.run.model, x, fed.train_x[self.subset], fed.train_y[self.subset],
-                                self.eval_batch)
+        return gradient_norm_sq(self.run.model, x, *self.subset, self.eval_batch)
 
     def sampling(self, x: torch.Tensor, version: int, now: float, applied: tuple | None = None) -> list[dict]:
         """The sampling analysis at the global model ``x`` (no rows when ``run.sampling_draws`` is 0).
