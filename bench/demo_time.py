@@ -71,6 +71,11 @@ def breakdown(row: dict, top: int = 12) -> None:
     print(f"\n{row['label']}: the cells' simulation time by experiment, and the slowest jobs (wall)")
     print("| experiment | simulation, summed | | job | wall |")
     print("|---|---|---|---|---|")
+    steps: dict[str, float] = {}
+    for job, seconds in row["jobs"].items():
+        steps[job.split("/")[0]] = steps.get(job.split("/")[0], 0.0) + seconds
+    if steps:
+        print("jobs' wall time by step, summed: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(steps.items())))
     sims = sorted(row["simulation"].items(), key=lambda kv: -kv[1])[:top]
     jobs = sorted(row["jobs"].items(), key=lambda kv: -kv[1])[:top]
     for i in range(max(len(sims), len(jobs))):

@@ -36,6 +36,22 @@ def test_baseline_names_a_missing_revision_in_one_line():
     assert result.stderr.startswith("--baseline no-such-rev:") and "fix: name a commit" in result.stderr
 
 
+def test_cell_time_runs_a_planned_cell_on_both_revisions():
+    # The demo's cell, planned as the workflow plans it, trained by this checkout and by HEAD's
+    # package in their own processes: the same server updates (the same cell, the same code).
+    out = bench("cell_time.py", "--repeats", 1, "--baseline", "HEAD", "optimal_time:40")
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| optimal_time:40 |")]
+    assert [row[1] for row in rows] == ["baseline HEAD", "this checkout"]
+    assert rows[0][2] == rows[1][2] and int(rows[0][2]) > 0
+
+
+def test_cell_time_names_a_missing_cell_in_one_line():
+    result = subprocess.run([sys.executable, str(BENCH / "cell_time.py"), "optimal_time:100000", "no_such"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("cell optimal_time:100000: optimal_time has cells 0 to ")
+
+
 def test_scale_memory_table_with_a_baseline(shared_data_root):
     out = bench("scale_memory.py", "--clients", 10, 300, "--modes", "engine", "--updates", 200, "--baseline", "HEAD",
                 "--data-root", shared_data_root)
