@@ -86,11 +86,14 @@ def test_batched_training_equals_the_sequential_reference(case):
 
 
 @pytest.mark.blas
-@pytest.mark.parametrize("name,shape", [("cnn", (1, 6, 6)), ("resnet20", (3, 8, 8))])
-def test_batched_gradients_equal_the_sequential_reference(name, shape):
-    model, x, y, shards, bases = setup(name, shape)
-    got = BatchedTrainer(model, x, y, Options(precision="fp32")).gradients(bases, shards, 16, gens(5), True)
-    ref = [local_gradient(model, b, x, y, torch.from_numpy(s), 16, g, True)
+@pytest.mark.parametrize("name,shape,batch", [("cnn", (1, 6, 6), 16), ("resnet20", (3, 8, 8), 16),
+                                              ("mlp", (1, 6, 6), 16), ("logreg", (1, 6, 6), 64)])
+def test_batched_gradients_equal_the_sequential_reference(name, shape, batch):
+    # The batched linear layers' own backward (weight gradient g^T h) and, at 64 samples a task
+    # (at least 256 rows), the log-softmax through the transposed rows: the reference's gradients.
+    model, x, y, shards, bases = setup(name, shape, sizes=SIZES if batch == 16 else (64, 70, 80, 66, 90))
+    got = BatchedTrainer(model, x, y, Options(precision="fp32")).gradients(bases, shards, batch, gens(5), True)
+    ref = [local_gradient(model, b, x, y, torch.from_numpy(s), batch, g, True)
            for b, s, g in zip(bases, shards, gens(5))]
     assert_same(got, ref, 1e-9)
 

@@ -102,7 +102,7 @@ class GroupedModel:
             bias = self.parts[self.index[prefix + "bias"]]
             if self.sgd_rates is not None:
                 return _LinearSGD.apply(h, weight, bias, self.sgd_rates)
-            return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            return _Linear.apply(h, weight, bias)
         if isinstance(module, nn.LogSoftmax) and module.dim == 1:
             return log_softmax(h, 2)
         raise TypeError(f"batched training has no rule for {type(module).__name__} ({prefix.rstrip('.')})")
@@ -138,6 +138,28 @@ class GroupedModel:
                 var_buf.lerp_(var * count / (count - 1), module.momentum)
         scale = (torch.rsqrt(var + module.eps) * weight.view(k, c)).view(1, k, c, 1, 1)
         return (centred * scale + bias.view(1, k, c, 1, 1)).reshape(n, k * c, height, width)
+
+
+class _Linear(torch.autograd.Function):
+    """``k`` linear layers ``bias + h @ weight^T`` (``[k, N, F]``) whose weight gradient is
+    ``g^T h``, written in the weights' own ``[k, out, in]`` layout, as ``F.linear``'s is. Autograd
+    through ``baddbmm`` takes it as ``(h^T g)^T``, a product whose last dimension is the layer's
+    output: for a classifier's 10 outputs that orientation is 3.6-5.5 times slower on a CPU
+    (bench/RESULTS.md section 10)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        ctx.save_for_backward(h, weight)
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        h, weight = ctx.saved_tensors  # under autocast g has the product's dtype (bf16): as autograd
+        # through autocast's casts, the products run in it and each gradient returns in its input's
+        grad_h = torch.bmm(g, weight.to(g.dtype)).to(h.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.bmm(g.transpose(1, 2), h.to(g.dtype)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = g.sum(1).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        return grad_h, grad_weight, grad_bias
 
 
 class _LinearSGD(torch.autograd.Function):
