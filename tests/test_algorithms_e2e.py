@@ -33,7 +33,12 @@ RULES = {
     # Issue 21's rules, every worker computing (m = n): a step of S gradients at the current model
     # (Rennala), of gradients no staler than R (Ringmaster), of the first S of a round (m-synchronous),
     # of attempts within a time limit (MindFlayer); FADAS buffers local epochs like FedBuff.
-    "rennala": {"algorithm": {"name": "rennala", "concurrency": 10, "buffer_size": 5, "server_lr": 0.2},
+    # Each with a margin that float rounding cannot take away: when the batched linear layers got
+    # their own backward (the same gradients to rounding), Rennala at step 0.2 spiked from 92.6% to
+    # 55.1% at update 1,200, MindFlayer ended at 89.2% after 500 updates and FADAS at 89.9% after
+    # 30 rounds; at step 0.1, 1,000 updates and 40 rounds they end at 94.3%, 92.2% and 92.6%
+    # (before that change: 94.3%, 92.6%).
+    "rennala": {"algorithm": {"name": "rennala", "concurrency": 10, "buffer_size": 5, "server_lr": 0.1},
                 "client": {"batch_size": 64}, "run": {"updates": 1200, "eval_every": 400}},
     "ringmaster": {"algorithm": {"name": "ringmaster", "concurrency": 10, "max_delay": 5, "stop_stale": True,
                                  "server_lr": 0.05},
@@ -42,9 +47,9 @@ RULES = {
               "client": {"batch_size": 64}, "run": {"updates": 500, "eval_every": 250}},
     "mindflayer": {"algorithm": {"name": "mindflayer", "concurrency": 10, "buffer_size": 5, "time_limit": 2.0,
                                  "server_lr": 0.2},
-                   "client": {"batch_size": 64}, "run": {"updates": 500, "eval_every": 250}},
+                   "client": {"batch_size": 64}, "run": {"updates": 1000, "eval_every": 250}},
     "fadas": {"algorithm": {"name": "fadas", "concurrency": 5, "server_lr": 0.003}, "client": {"epochs": 1},
-              "run": {"rounds": 30, "eval_every": 10}},
+              "run": {"rounds": 40, "eval_every": 10}},
 }
 
 
