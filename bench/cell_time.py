@@ -83,16 +83,11 @@ def main(argv=None) -> None:
     print(f"machine: {common.machine()}")
     print(f"cells of {args.config.name}, {args.threads} torch thread(s), median of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
-        codes = {"this checkout": None}
-        if args.baseline:
-            codes = {f"baseline {args.baseline}": common.baseline(args.baseline, Path(tmp)), **codes}
+        codes = common.codes(args.baseline, Path(tmp))
         rows = []
         for name, (config, sets) in cells.items():
-            runs = {code: [] for code in codes}
-            for _ in range(args.repeats):  # interleaved: A B A B ...
-                for code, path in codes.items():
-                    runs[code].append(common.child_json(Path(__file__), [config, json.dumps(sets),
-                                                                         "--threads", str(args.threads)], path))
+            runs = common.interleaved(Path(__file__), [config, json.dumps(sets), "--threads", str(args.threads)],
+                                      codes, args.repeats)
             first = statistics.median(r["wall"] for r in runs[next(iter(codes))])
             for code, rs in runs.items():
                 wall = statistics.median(r["wall"] for r in rs)

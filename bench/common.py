@@ -94,6 +94,25 @@ def baseline(rev: str, into: Path) -> Path:
     return into
 
 
+def codes(rev: str | None, into: Path) -> dict[str, Path | None]:
+    """The code a before/after measurement runs, keyed by its label: ``rev``'s package first
+    (``baseline``, extracted under ``into``), then this checkout (``None``: no ``PYTHONPATH``);
+    this checkout alone without ``rev``."""
+    here = {"this checkout": None}
+    return {f"baseline {rev}": baseline(rev, into), **here} if rev else here
+
+
+def interleaved(script: Path, args: list[str], codes: dict[str, Path | None], repeats: int) -> dict[str, list[dict]]:
+    """``script --child ARGS`` run ``repeats`` times on each of ``codes``, interleaved (A B A B ...)
+    so that a slow spell of the machine falls on both, each run in a fresh process: each code's
+    JSON results."""
+    runs = {code: [] for code in codes}
+    for _ in range(repeats):
+        for code, path in codes.items():
+            runs[code].append(child_json(script, args, path))
+    return runs
+
+
 def child_json(script: Path, args: list[str], pythonpath: Path | None = None) -> dict:
     """Run ``script --child ARGS`` in a fresh Python (with ``pythonpath`` first on the path) and
     return the JSON object it prints last."""

@@ -26,6 +26,7 @@ went. MNIST comes from ``$AFL_DATA_ROOT`` (else
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -48,9 +49,9 @@ def run_demo(label: str, checkout: Path, env: dict) -> dict:
         sys.exit(f"{label}: snakemake failed:\n{result.stderr[-4000:]}")
     runs = {p: json.loads(p.read_text()) for p in (checkout / "results").glob("*/*/run.json")}
     figures = list((checkout / "results" / "figures").glob("*.png"))
-    simulation: dict[str, float] = {}
+    simulation: dict[str, float] = collections.defaultdict(float)  # experiment -> its cells' summed time
     for path, r in runs.items():
-        simulation[path.parent.parent.name] = simulation.get(path.parent.parent.name, 0.0) + r["wall_time"]
+        simulation[path.parent.parent.name] += r["wall_time"]
     return {"label": label, "wall_s": wall, "cells": len(runs), "figures": len(figures),
             "simulation_s": sum(simulation.values()), "simulation": simulation,
             "jobs": job_seconds(checkout / "results" / "benchmarks")}
@@ -69,13 +70,13 @@ def job_seconds(folder: Path) -> dict[str, float]:
 def breakdown(row: dict, top: int = 12) -> None:
     """Where ``row``'s time went: each experiment's cells' simulation time, and the slowest jobs."""
     print(f"\n{row['label']}: the cells' simulation time by experiment, and the slowest jobs (wall)")
-    print("| experiment | simulation, summed | | job | wall |")
-    print("|---|---|---|---|---|")
-    steps: dict[str, float] = {}
+    steps: dict[str, float] = collections.defaultdict(float)  # run, aggregate, figures -> summed wall
     for job, seconds in row["jobs"].items():
-        steps[job.split("/")[0]] = steps.get(job.split("/")[0], 0.0) + seconds
+        steps[job.split("/")[0]] += seconds
     if steps:
         print("jobs' wall time by step, summed: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(steps.items())))
+    print("| experiment | simulation, summed | | job | wall |")
+    print("|---|---|---|---|---|")
     sims = sorted(row["simulation"].items(), key=lambda kv: -kv[1])[:top]
     jobs = sorted(row["jobs"].items(), key=lambda kv: -kv[1])[:top]
     for i in range(max(len(sims), len(jobs))):

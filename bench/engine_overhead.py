@@ -64,16 +64,11 @@ def main(argv=None) -> None:
     print(f"n = {args.clients:,}, m = {args.concurrency:,}, {args.results:,} results per run, null workload, "
           f"median of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
-        codes = {"this checkout": None}
-        if args.baseline:
-            codes = {f"baseline {args.baseline}": common.baseline(args.baseline, Path(tmp)), **codes}
+        codes = common.codes(args.baseline, Path(tmp))
         sizes = ["--clients", str(args.clients), "--concurrency", str(args.concurrency), "--results", str(args.results)]
         rows, speed = [], {}
         for rule in args.rules:
-            runs = {code: [] for code in codes}
-            for _ in range(args.repeats):  # interleaved: A B A B ...
-                for code, path in codes.items():
-                    runs[code].append(common.child_json(Path(__file__), [rule, *sizes], path))
+            runs = common.interleaved(Path(__file__), [rule, *sizes], codes, args.repeats)
             for code, rs in runs.items():
                 wall = statistics.median(r["wall"] for r in rs)
                 cpu = statistics.median(r["cpu"] for r in rs)

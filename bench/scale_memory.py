@@ -99,9 +99,7 @@ def main(argv=None) -> None:
           "per client, batch 10, 1 epoch")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        codes = {"this checkout": None}
-        if args.baseline:
-            codes = {f"baseline {args.baseline}": common.baseline(args.baseline, Path(tmp)), **codes}
+        codes = common.codes(args.baseline, Path(tmp))
         for mode in args.modes:
             for n in args.clients:
                 for code, path in codes.items():
