@@ -22,5 +22,6 @@ rule all:
 
 
 include: "workflow/rules/train.smk"
+include: "workflow/rules/choose.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"

@@ -7,6 +7,7 @@ SLURM runs of the same workflow: tests/test_pipeline_slurm.py.
 
 from __future__ import annotations
 
+import json
 import runpy
 import shutil
 from pathlib import Path
@@ -249,6 +250,44 @@ def test_tiny_grid_runs_to_tables_figures_and_report(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ environments
+
+
+def test_two_stages_run_only_the_chosen_evaluation_cells_and_draw_the_same_figure(tmp_path: Path) -> None:
+    """docs/comparing.md: an experiment whose figure tunes on tuning seeds runs those first, then of
+    the other seeds only the cells at the chosen values; its figure's log is the log of the same
+    grid run whole (two_stage: false), line for line."""
+    base = write_yaml(tmp_path / "base.yaml", {**TINY, "run": {**TINY["run"], "grad_norm_samples": 100}})
+    config = {
+        "threads": 1,
+        "experiments": {"tuned": {"config": str(base), "grid": {
+            "client.lr": [0.01, 0.1, 0.5], "algorithm.concurrency": [2, 3], "seed": [0, 1, 100]}}},
+        "figures": {"target": {"kind": "target", "experiment": "tuned", "metric": "grad_norm_sq", "target": 0.5,
+                               "x_key": "algorithm.concurrency", "hue": ["algorithm.name"], "tune": "client.lr",
+                               "tuning_seeds": [100]}},
+    }
+    logs, ran = {}, {}
+    for two in (True, False):
+        folder = tmp_path / ("two" if two else "one")
+        folder.mkdir()
+        wf = write_yaml(folder / "wf.yaml", {**config, "two_stage": two})
+        result = snakemake(folder, "--configfile", str(wf), "--cores", "2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        results = folder / "results"
+        logs[two] = (results / "logs" / "figures" / "target.log").read_text()
+        ran[two] = sorted(p.parent.name for p in (results / "tuned").glob("*/launch.json"))
+        runs = pd.read_parquet(results / "tuned" / "tables" / "runs.parquet")
+        assert sorted(runs["cell"]) == ran[two]
+    chosen = json.loads((tmp_path / "two" / "results" / "tuned" / "chosen.json").read_text())
+    assert len(chosen["chosen"]["target"]) == 2  # one step per m, on seed 100
+    assert len(chosen["cells"]) == 4 and set(chosen["cells"]) < set(ran[False])  # at those steps, on seeds 0 and 1
+    assert ran[True] == sorted([c for c in ran[False] if "seed=100" in c] + chosen["cells"])
+    assert json.loads((tmp_path / "two" / "results" / "tuned" / "evaluation.json").read_text()) == \
+        {"cells": chosen["cells"]}
+    assert logs[True] == logs[False] and "target: afl: updates until grad_norm_sq" in logs[True]
+    assert set(job_seconds(tmp_path / "two" / "results" / "benchmarks")) == {
+        "run/tuned_tuning", "choose/tuned", "run/tuned", "aggregate/tuned", "figures/target"}
+    again = snakemake(tmp_path / "two", "--configfile", str(tmp_path / "two" / "wf.yaml"), "--dry-run")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout
 
 
 def test_pinned_requirements_match_pyproject_and_conda_env() -> None:

@@ -22,6 +22,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import (REPO, SLURM_PARTITION, TINY, assert_same_tables, error_lines, recorded_arrays, snakemake,
                      wait_until, write_yaml)
@@ -110,6 +111,33 @@ def test_grid_runs_as_one_slurm_array(tmp_path: Path, profile_env: dict) -> None
         assert (folder / "tables" / f"{table}.parquet").is_file()
     for figure in ("curves", "staleness"):
         assert (tmp_path / "results" / "figures" / f"{figure}.png").is_file()
+
+
+def test_two_stages_submit_the_tuning_cells_then_the_chosen_evaluation_cells(tmp_path: Path, profile_env: dict) -> None:
+    """docs/comparing.md on SLURM: one array of the tuning seeds' cells (folder slurm-tuning), the
+    choice on the login node, then one array of the evaluation cells at the chosen steps (slurm)."""
+    base = write_yaml(tmp_path / "base.yaml", {**TINY, "run": {**TINY["run"], "grad_norm_samples": 50}})
+    experiment = f"e{uuid.uuid4().hex[:8]}"
+    wf = workflow(tmp_path, {experiment: {"config": str(base), "grid": {"client.lr": [0.01, 0.5], "seed": [0, 100]}}},
+                  {"target": {"kind": "target", "experiment": experiment, "metric": "grad_norm_sq", "target": 0.5,
+                              "x_key": "algorithm.concurrency", "hue": ["algorithm.name"], "tune": "client.lr",
+                              "tuning_seeds": [100]}})
+    dry = snakemake(tmp_path, "--configfile", str(wf), "-n", profile="slurm", env=profile_env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "at most 4 array tasks" in dry.stderr and "2 of their cells only if chosen" in dry.stderr
+    assert {f"submit_{experiment}_tuning", "choose", f"submit_{experiment}"} <= set(re.findall(r"rule (\w+):", dry.stdout))
+    result = snakemake(tmp_path, "--configfile", str(wf), profile="slurm", env=profile_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "results" / experiment
+    (tuning,) = recorded_arrays(folder / "slurm-tuning")
+    (evaluation,) = recorded_arrays(folder / "slurm")
+    chosen = json.loads((folder / "chosen.json").read_text())["cells"]
+    assert len(tuning["tasks"]) == 2 and len(chosen) == 1 and "seed=0" in chosen[0]
+    assert list(evaluation["tasks"].values()) == [[f"{experiment}:{chosen[0]}"]]
+    assert json.loads((folder / "evaluation.json").read_text()) == {"cells": chosen}
+    runs = pd.read_parquet(folder / "tables" / "runs.parquet")
+    assert len(runs) == 3 and (runs["status"] == "completed").all()
+    assert (tmp_path / "results" / "figures" / "target.png").is_file()
 
 
 def test_bad_cell_stops_the_workflow_before_any_submission(tmp_path: Path, profile_env: dict) -> None:

@@ -536,5 +536,5 @@ def test_availability_tunes_each_rule_and_share_on_the_tuning_seeds(tmp_path):
         "(tuned on seeds 0)",
         "grid edge: client.lr = 0.02 (the smallest of 0.02, 0.05, 0.1) for algorithm.name=sfl, share=0.2 "
         "(tuned on seeds 0)"]
-    assert "measured online share per nominal share: 0.2: 0.200, 0.5: 0.500, 1: 1.000" in log
+    assert "measured online share per nominal share (the cells shown): 0.2: 0.200, 0.5: 0.500, 1: 1.000" in log
     plt.close(figure)

@@ -206,6 +206,63 @@ def check_figures(figures: dict, cells: dict[str, list[Cell]]) -> None:
                 raise ConfigError(f"{where}.tuning_seeds: without tune nothing is tuned; fix: set tune or remove it")
 
 
+# The figure kinds that can choose their evaluation cells from the tuning seeds' runs alone: each has a
+# ``choose(spec, tables, runs)`` (afl.figures.CHOOSE; tests/test_two_stage.py checks that they agree).
+STAGED_KINDS = ("availability", "heterogeneity", "optimal_time", "target")
+
+
+def staged(config: dict, cells: dict[str, list[Cell]]) -> dict[str, list]:
+    """The experiments that run in two stages, each with its tuning seeds (docs/comparing.md).
+
+    An experiment runs in two stages when the workflow config's ``two_stage`` is true (the default),
+    every figure drawn from it is of a kind in ``STAGED_KINDS`` and has ``tuning_seeds``, and its grid
+    has other seeds: first every cell of the tuning seeds (the union of its figures'), then each
+    figure's ``choose`` names the tuning cells at its chosen values, and of the other seeds only the
+    cells at those values run (``evaluation_names``). A figure sees the same evaluation cells either
+    way; the cells it would not show are not run."""
+    if not config.get("two_stage", True):
+        return {}
+    out = {}
+    for experiment, exp_cells in cells.items():
+        specs = [s for s in config.get("figures", {}).values() if s["experiment"] == experiment]
+        if not specs or any(s["kind"] not in STAGED_KINDS or not s.get("tuning_seeds") for s in specs):
+            continue
+        tuning = sorted(set().union(*(s["tuning_seeds"] for s in specs)))
+        if {c.columns["seed"] for c in exp_cells} - set(tuning):
+            out[experiment] = tuning
+    return out
+
+
+def _coordinates(columns: dict) -> str:
+    return json.dumps({k: v for k, v in columns.items() if k != "seed"}, sort_keys=True)
+
+
+def evaluation_names(columns: dict[str, dict], tuning, chosen) -> list[str]:
+    """The evaluation cells to run (in grid order): of the cells ``columns`` (name -> grid columns), those
+    not on a ``tuning`` seed whose columns, but for the seed, equal those of a ``chosen`` tuning cell."""
+    wanted = {_coordinates(columns[name]) for name in chosen}
+    return [name for name, c in columns.items() if c["seed"] not in tuning and _coordinates(c) in wanted]
+
+
+def chosen_cells(cells: list[dict], chosen: list[str]) -> tuple[list[dict], list[dict]]:
+    """A run rule's cells (``array_cells`` of the workflow: dicts with ``out``, the cell's folder) and
+    ``chosen`` (the paths of its ``chosen`` input: none, or the second stage's chosen.json):
+    ``(to run, listed)``, the cells it runs (all, or those chosen.json names) and, in the second
+    stage, the same cells for its evaluation.json (``write_evaluation``; none in the first)."""
+    if not chosen:
+        return cells, []
+    names = set(json.loads(Path(chosen[0]).read_text())["cells"])
+    picked = [c for c in cells if Path(c["out"]).name in names]
+    return picked, picked
+
+
+def write_evaluation(listed: list[dict], output: list[str]) -> None:
+    """The second stage's output, evaluation.json: ``{"cells": [the names of the cells it ran]}``
+    (the aggregate rule reads their folders beside it); nothing in the first stage."""
+    if listed:
+        write_bytes(json.dumps({"cells": [Path(c["out"]).name for c in listed]}, indent=1).encode(), Path(output[0]))
+
+
 def matches(columns: dict, select: dict) -> bool:
     """Whether a cell's columns have every selected value (a list selects any of its values)."""
     return all(columns.get(k) in (v if isinstance(v, list) else [v]) for k, v in select.items())

@@ -62,5 +62,9 @@ def save(fig: plt.Figure, path: Path) -> list[Path]:
 
 # Every module of this package but these is a kind, its draw function named as the module.
 NOT_KINDS = ("common", "draw")
-KINDS = {module.name: getattr(importlib.import_module(f"{__name__}.{module.name}"), module.name)
-         for module in pkgutil.iter_modules(__path__) if module.name not in NOT_KINDS}
+MODULES = {module.name: importlib.import_module(f"{__name__}.{module.name}")
+           for module in pkgutil.iter_modules(__path__) if module.name not in NOT_KINDS}
+KINDS = {name: getattr(module, name) for name, module in MODULES.items()}
+# The kinds that can name their evaluation cells from the tuning seeds' runs alone (the workflow's two
+# stages, ``afl.cluster.pipeline.staged``): ``choose(spec, tables, runs) -> [tuning cells at the chosen values]``.
+CHOOSE = {name: module.choose for name, module in MODULES.items() if hasattr(module, "choose")}

@@ -60,6 +60,17 @@ def availability_table(tables: dict, runs: pd.DataFrame, budget: float) -> pd.Da
     return cells
 
 
+def rule_choices(cells: pd.DataFrame, steps: dict, seeds) -> list[tuple[str, pd.DataFrame, list]]:
+    """Per rule (``RULE``): its rows and, per share, the value of its step key (``steps``) with the
+    highest mean ``acc`` on ``seeds`` (``afl.compare.tune``)."""
+    out = []
+    for rule, rows in cells.groupby(RULE, sort=True):
+        if rule not in steps:
+            raise ValueError(f"availability figure: no step key for {rule}; fix: add {rule} to the figure's steps")
+        out.append((rule, rows, compare.tune(rows, ["share"], [steps[rule]], "acc", seeds, lower=False)))
+    return out
+
+
 def availability_choices(cells: pd.DataFrame, steps: dict, tuning_seeds) -> tuple[pd.DataFrame, list]:
     """``(shown, tuned)``: per rule and share, the value of its step key (``steps``) with the highest
     mean ``acc`` on the tuning seeds (every seed without ``tuning_seeds``); ``shown``: those
@@ -67,13 +78,18 @@ def availability_choices(cells: pd.DataFrame, steps: dict, tuning_seeds) -> tupl
     tuning = list(tuning_seeds or [])
     evaluation = sorted(set(cells["seed"]) - set(tuning))
     parts, tuned = [], []
-    for rule, rows in cells.groupby(RULE, sort=True):
-        if rule not in steps:
-            raise ValueError(f"availability figure: no step key for {rule}; fix: add {rule} to the figure's steps")
-        choices = compare.tune(rows, ["share"], [steps[rule]], "acc", tuning or evaluation, lower=False)
+    for rule, rows, choices in rule_choices(cells, steps, tuning or evaluation):
         tuned += [dataclasses.replace(c, method={RULE: rule, **c.method}) for c in choices]
         parts.append(compare.evaluate(rows, choices, evaluation, tuning).assign(rule=rule))
     return pd.concat(parts), tuned
+
+
+def choose(spec: dict, tables: dict, runs: pd.DataFrame) -> list[str]:
+    """The two-stage workflow's choice (``afl.cluster.pipeline.staged``): the cells of the tuning seeds
+    at each rule's chosen step per share, as ``availability`` chooses them."""
+    cells, tuning = availability_table(tables, runs, spec["budget"]), spec["tuning_seeds"]
+    return [cell for _, rows, choices in rule_choices(cells, spec["steps"], tuning)
+            for cell in compare.evaluate(rows, choices, tuning, [])["cell"]]
 
 
 def availability(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
@@ -104,8 +120,8 @@ def availability(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     axes[0].set_ylim(0, 100)
     axes[1].set_ylim(bottom=0)
     axes[0].legend(title="rule", fontsize=8)
-    measured = cells.groupby("share")["online"].mean()
-    lines.append("availability: measured online share per nominal share: "
+    measured = shown.groupby("share")["online"].mean()  # the cells drawn: the same whether or not the workflow ran two stages
+    lines.append("availability: measured online share per nominal share (the cells shown): "
                  + ", ".join(f"{s:g}: {v:.3f}" for s, v in measured.items()))
     print("\n".join(lines), file=sys.stderr)
     seeds = shown["seed"].nunique()

@@ -115,6 +115,41 @@ def _matches(frame: pd.DataFrame, wanted: dict) -> pd.Series:
     return mask
 
 
+def floor_cells(spec: dict, tables: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``(cells, keys)``: the completed cells of ``runs`` with ``control`` (whether the cell is a control
+    cell), ``floor`` (``floors``) and ``setting`` (the values of ``keys``, the grid keys other than the
+    control and tuned keys that vary among the cells, joined)."""
+    metric, last = spec.get("metric", "grad_norm_sq"), int(spec.get("last", 50))
+    ((control_key, control_value),) = spec["control"].items()
+    cells = runs[runs["status"] == "completed"].copy()
+    cells["control"] = cells[control_key] == control_value
+    het_values = sorted(cells.loc[~cells["control"], control_key].astype(str).unique())
+    if len(het_values) != 1:
+        raise ValueError(f"control: the cells hold {len(het_values)} values of {control_key} besides "
+                         f"{control_value!r} ({', '.join(het_values)}); fix: select one of them")
+    evals = tables["evals"][tables["evals"]["cell"].isin(cells["cell"])]
+    cells["floor"] = cells["cell"].map(floors(evals, metric, last))
+    keys = [k for k in cells.columns if "." in k and k not in (control_key, spec.get("tune"))
+            and cells[k].astype(str).nunique(dropna=False) > 1]
+    text = cells[keys].astype(str)
+    cells["setting"] = text.apply(lambda row: "|".join(row), axis=1) if keys else ""
+    return cells, keys
+
+
+def step_choice(cells: pd.DataFrame, tune: str, seeds) -> compare.Choice:
+    """The ``tune`` value whose control cells, pooled over the settings, have the lowest mean floor on ``seeds``."""
+    (choice,) = compare.tune(cells[cells["control"]], [], [tune], "floor", seeds)
+    return choice
+
+
+def choose(spec: dict, tables: dict, runs: pd.DataFrame) -> list[str]:
+    """The two-stage workflow's choice (``afl.cluster.pipeline.staged``): every cell of the tuning seeds
+    at the chosen step, as ``heterogeneity_table`` chooses it."""
+    cells, _ = floor_cells(spec, tables, runs)
+    tuning = spec["tuning_seeds"]
+    return list(compare.evaluate(cells, [step_choice(cells, spec["tune"], tuning)], tuning, [])["cell"])
+
+
 def heterogeneity_table(spec: dict, tables: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """``(settings, pairs, lines)``. ``pairs``: per setting and evaluation seed, ``floor_het``,
     ``floor_control``, ``effect`` (their difference), ``ratio`` (the effect over the baseline's of
@@ -125,25 +160,12 @@ def heterogeneity_table(spec: dict, tables: dict, runs: pd.DataFrame) -> tuple[p
     intervals, the effect's, the ratio's geometric mean with its interval, the admissible range
     (geometric means of its ends over the seeds) and ``outside`` (seeds whose ratio is outside its
     range) of ``n_ratio``. ``lines``: the ``grid edge:`` lines and the chosen step."""
-    metric, last = spec.get("metric", "grad_norm_sq"), int(spec.get("last", 50))
-    ((control_key, control_value),) = spec["control"].items()
     tune, tuning = spec.get("tune"), list(spec.get("tuning_seeds") or [])
-    cells = runs[runs["status"] == "completed"].copy()
-    cells["control"] = cells[control_key] == control_value
-    het_values = sorted(cells.loc[~cells["control"], control_key].astype(str).unique())
-    if len(het_values) != 1:
-        raise ValueError(f"control: the cells hold {len(het_values)} values of {control_key} besides "
-                         f"{control_value!r} ({', '.join(het_values)}); fix: select one of them")
-    evals = tables["evals"][tables["evals"]["cell"].isin(cells["cell"])]
-    cells["floor"] = cells["cell"].map(floors(evals, metric, last))
-    keys = [k for k in cells.columns if "." in k and k not in (control_key, tune)
-            and cells[k].astype(str).nunique(dropna=False) > 1]
-    text = cells[keys].astype(str)
-    cells["setting"] = text.apply(lambda row: "|".join(row), axis=1) if keys else ""
+    cells, keys = floor_cells(spec, tables, runs)
     lines = []
     if tune:
         seeds = tuning or sorted(cells["seed"].unique())
-        (choice,) = compare.tune(cells[cells["control"]], [], [tune], "floor", seeds)
+        choice = step_choice(cells, tune, seeds)
         lines += compare.edge_lines([choice], f"tuned on the control cells, seeds {', '.join(map(str, seeds))}")
         lines.append(f"chosen {tune} = {choice.values[tune]:g} (lowest mean control floor {choice.cost:.4g} "
                      f"over {choice.seeds} seeds)")

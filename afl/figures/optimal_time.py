@@ -36,14 +36,22 @@ def method_label(run: pd.Series) -> str:
     return NAMES.get(name, name)
 
 
+def family_choices(per: pd.DataFrame, x_key: str, tune: str, seeds) -> list[tuple[str, pd.DataFrame, list]]:
+    """Per family (``method``): its rows and, at each ``x_key`` value, its best ``tune`` value and own
+    parameter (``OWN``) on ``seeds`` (``afl.compare.tune``)."""
+    out = []
+    for family, rows in per.groupby("method"):
+        keys = [tune] + ([OWN[family]] if family in OWN and OWN[family] in rows else [])
+        out.append((family, rows, compare.tune(rows, ["method", x_key], keys, "cost", seeds)))
+    return out
+
+
 def tune_families(per: pd.DataFrame, x_key: str, tune: str, tuning: list) -> tuple[pd.DataFrame, list[str]]:
     """Each family at each ``x_key`` value at its best ``tune`` value and own parameter (``OWN``), chosen on
     the ``tuning`` seeds (all seeds if none) and kept on the others; ``grid edge:`` lines printed; notes."""
     seeds = tuning or sorted(set(per["seed"]))
     kept, notes = [], []
-    for family, rows in per.groupby("method"):
-        keys = [tune] + ([OWN[family]] if family in OWN and OWN[family] in rows else [])
-        choices = compare.tune(rows, ["method", x_key], keys, "cost", seeds)
+    for family, rows, choices in family_choices(per, x_key, tune, seeds):
         for line in compare.edge_lines(choices, f"tuned on seed{'s' * (len(tuning) > 1)} {', '.join(map(str, tuning))}" if tuning else ""):
             print(line, file=sys.stderr)
         if tuning:
@@ -51,12 +59,20 @@ def tune_families(per: pd.DataFrame, x_key: str, tune: str, tuning: list) -> tup
         else:
             best = {c.method[x_key]: c.values for c in choices}
             kept.append(rows[[all(row[k] == v for k, v in best[row[x_key]].items()) for _, row in rows.iterrows()]])
-        names = ", ".join(k.split(".")[-1] for k in keys)
+        names = ", ".join(k.split(".")[-1] for k in choices[0].values)
         notes.append(f"{family}: best {names} " + "; ".join(
             "(" + ", ".join("any (flat)" if k in c.flat else f"{v:g}" for k, v in c.values.items())
             + f") at {c.method[x_key]:g}"
             for c in sorted(choices, key=lambda c: c.method[x_key])))
     return pd.concat(kept), notes
+
+
+def choose(spec: dict, tables: dict, runs: pd.DataFrame) -> list[str]:
+    """The two-stage workflow's choice (``afl.cluster.pipeline.staged``): the cells of the tuning seeds
+    at each family's chosen values per ``x_key`` value, as ``optimal_time`` chooses them."""
+    per, tuning = time_costs(spec, tables, runs), spec["tuning_seeds"]
+    return [cell for _, rows, choices in family_choices(per, spec["x_key"], spec["tune"], tuning)
+            for cell in compare.evaluate(rows, choices, tuning, [])["cell"]]
 
 
 def first_reached_in_time(evals: pd.DataFrame, metric: str, goal: float, window: float) -> pd.Series:
@@ -82,6 +98,23 @@ def bound_shape(rates: np.ndarray, batch: float) -> float:
     return float(time_curve(1.0 / np.asarray(rates, dtype=float), 1.0, 1.0, float(batch), 1.0).min())
 
 
+def time_costs(spec: dict, tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per completed cell of ``runs``: ``method`` (``method_label``), ``cost`` (the time at which
+    it reached the target, ``first_reached_in_time``, else its last evaluation's), ``hit`` and
+    ``wasted`` (its clients' wasted share of their busy time)."""
+    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
+    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
+    clients = tables["clients"][tables["clients"]["cell"].isin(finished.index)]
+    reached = first_reached_in_time(evals, spec["metric"], spec["target"], float(spec["window"]))
+    per = finished.assign(method=finished.apply(method_label, axis=1))
+    per["hit"] = per.index.isin(reached.index)
+    end = evals.groupby("cell")["time"].max()
+    per["cost"] = [reached[cell] if hit else end[cell] for cell, hit in zip(per.index, per["hit"])]
+    busy = clients.groupby("cell")[["wasted_time", "busy_time"]].sum()
+    per["wasted"] = (busy["wasted_time"] / busy["busy_time"]).reindex(per.index)
+    return per.reset_index()
+
+
 def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     """Virtual time until the mean of ``metric`` over the last ``window`` units of virtual time first
     reaches ``target`` (``first_reached_in_time``), against ``x_key`` (the number of workers; log axis), one line per method
@@ -95,18 +128,9 @@ def optimal_time(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, 
     dependence on n and on the compute times, not the constants, which the paper leaves open.
     Right: wasted time (discarded or stopped work) as a share of the clients' busy time."""
     metric_name, goal, x_key, tune = spec["metric"], spec["target"], spec["x_key"], spec.get("tune")
-    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
-    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
-    clients = tables["clients"][tables["clients"]["cell"].isin(finished.index)]
     window = float(spec["window"])
-    reached = first_reached_in_time(evals, metric_name, goal, window)
-    per = finished.assign(method=finished.apply(method_label, axis=1))
-    per["hit"] = per.index.isin(reached.index)
-    end = evals.groupby("cell")["time"].max()
-    per["cost"] = [reached[cell] if hit else end[cell] for cell, hit in zip(per.index, per["hit"])]
-    busy = clients.groupby("cell")[["wasted_time", "busy_time"]].sum()
-    per["wasted"] = (busy["wasted_time"] / busy["busy_time"]).reindex(per.index)
-    per = per.reset_index()
+    per = time_costs(spec, tables, runs)
+    clients = tables["clients"][tables["clients"]["cell"].isin(per["cell"])]
     notes = []
     if tune:
         tuning = list(spec.get("tuning_seeds") or [])

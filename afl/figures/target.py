@@ -83,6 +83,38 @@ def staleness_until(updates: pd.DataFrame, last: pd.Series) -> pd.DataFrame:
     return upto.groupby("cell")["staleness"].agg(tau_max="max", tau_avg="mean")
 
 
+def target_costs(spec: dict, tables: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per completed cell of ``runs``: ``cost`` (the version at which the smoothed ``metric``
+    first reached ``target``, else the cell's last version: its budget), ``hit``, ``tau_max`` and
+    ``tau_avg`` up to then, ``x`` (``setting`` of its ``x_key`` value) and ``method`` (its ``hue``
+    values joined)."""
+    metric_name, goal, x_key, hue = spec["metric"], spec["target"], spec["x_key"], spec["hue"]
+    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
+    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
+    updates = tables["updates"][tables["updates"]["cell"].isin(finished.index)]
+    reached = first_reached(evals, metric_name, goal, spec.get("smooth", 1))
+    per = finished.assign(to_target=reached.reindex(finished.index),
+                          budget=updates.groupby("cell")["version"].max().reindex(finished.index))
+    per["hit"] = per["to_target"].notna()
+    per["cost"] = per["to_target"].fillna(per["budget"])
+    per = per.join(staleness_until(updates, per["cost"]))
+    per["x"] = per[x_key].map(setting)
+    per["method"] = per[hue].astype(str).apply(lambda row: ", ".join(row), axis=1)
+    return per
+
+
+def choose(spec: dict, tables: dict, runs: pd.DataFrame) -> list[str]:
+    """The two-stage workflow's choice (``afl.cluster.pipeline.staged``): the cells of the tuning seeds
+    at each group's and ``x_key`` value's chosen ``tune`` value, as ``target`` chooses them."""
+    per = target_costs(spec, tables, runs)
+    return list(compare.evaluate(per, tuned(per, spec), spec["tuning_seeds"], []).index)
+
+
+def tuned(per: pd.DataFrame, spec: dict) -> list[compare.Choice]:
+    """Each group's (``method``) best ``tune`` value per ``x_key`` value, on the ``tuning_seeds``."""
+    return compare.tune(per, ["method", spec["x_key"]], [spec["tune"]], "cost", spec["tuning_seeds"])
+
+
 def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palette) -> plt.Figure:
     """Server updates until the evaluated ``metric`` first reaches ``target`` (at most), against the
     value of ``x_key`` the config sets (a number, or the slowdown max/min rate of ``timing.rates.groups``;
@@ -97,24 +129,14 @@ def target(spec: dict, tables: dict, runs: pd.DataFrame, label_of, order, palett
     Student-t 95% intervals over seeds, drawn from 5 seeds on (``afl.compare.MIN_SEEDS``). Runs
     that never reach the target are drawn hollow at their budget, at their group's x."""
     metric_name, goal, x_key, tune, hue = spec["metric"], spec["target"], spec["x_key"], spec.get("tune"), spec["hue"]
-    finished = runs.loc[runs["status"] == "completed"].set_index("cell")
-    evals = tables["evals"][tables["evals"]["cell"].isin(finished.index)]
-    updates = tables["updates"][tables["updates"]["cell"].isin(finished.index)]
-    reached = first_reached(evals, metric_name, goal, spec.get("smooth", 1))
-    per = finished.assign(to_target=reached.reindex(finished.index),
-                          budget=updates.groupby("cell")["version"].max().reindex(finished.index))
-    per["hit"] = per["to_target"].notna()
-    per["cost"] = per["to_target"].fillna(per["budget"])
-    per = per.join(staleness_until(updates, per["cost"]))
-    per["x"] = per[x_key].map(setting)
+    per = target_costs(spec, tables, runs)
     smooth = spec.get("smooth", 1)
     measure_text = metric_name if smooth == 1 else f"mean {metric_name} of the last {smooth} evaluations"
-    per["method"] = per[hue].astype(str).apply(lambda row: ", ".join(row), axis=1)
     x_name, x_short = x_names(x_key, per[x_key])
     notes = []
     if tune and spec.get("tuning_seeds"):
         tuning = spec["tuning_seeds"]
-        choices = compare.tune(per, ["method", x_key], [tune], "cost", tuning)
+        choices = tuned(per, spec)
         for line in compare.edge_lines(choices, f"tuned on seeds {', '.join(map(str, tuning))}"):
             print(line, file=sys.stderr)
         best = pd.DataFrame([{**c.method, **c.values} for c in choices])

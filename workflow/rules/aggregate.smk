@@ -10,7 +10,7 @@ rule aggregate:
                 f"{RESULTS}/{wildcards.experiment}", CELLS[wildcards.experiment]
             )
         ),
-        cells=lambda wildcards: launch_records(wildcards.experiment),
+        cells=lambda wildcards: aggregate_inputs(wildcards.experiment),
     output:
         runs=table("{experiment}", "runs"),
         evals=table("{experiment}", "evals"),

@@ -3,6 +3,7 @@
 #
 # FIGURES: the figure files that the target `all` builds; a rule file appends its own to it.
 # table(experiment, name): an experiment's aggregated table (name in TABLES), for rules that read it.
+# STAGED: the experiments run in two stages (afl.cluster.pipeline.staged), each with its tuning seeds.
 import re
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ if CONDA and CONDA_PREFIX.resolve().parents[1] != REPO.resolve():
 # afl comes from where it is installed (make setup: pip install -e .), here and in ENV.
 try:
     import afl
-    from afl.cluster import array, pipeline
+    from afl.cluster import array, pipeline, tables
     from afl.errors import AflError
 except ImportError as exc:
     sys.exit(
@@ -48,12 +49,13 @@ except WorkflowError as exc:
 try:
     CELLS = pipeline.expand(config["experiments"], REPO)
     pipeline.check_figures(config["figures"], CELLS)
+    STAGED = pipeline.staged(config, CELLS)
 except AflError as exc:
     sys.exit(f"afl pipeline: error: {exc}")
 
 RESULTS = config["results"]
 EXECUTOR = config["executor"]
-TABLES = ("runs", "evals", "updates", "clients", "sampling")
+TABLES = tables.TABLES
 
 
 def table(experiment, name):
@@ -65,13 +67,45 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
+def stage_cells(experiment, stage="first"):
+    """An experiment's cells of a stage. ``first``, the cells of its first run rule (every cell, or,
+    run in two stages, those of its tuning seeds). ``second`` (two stages only), the others:
+    the evaluation cells, of which its second run rule runs those chosen."""
+    tuning = STAGED.get(experiment)
+    if tuning is None:
+        return CELLS[experiment] if stage == "first" else []
+    return [
+        c
+        for c in CELLS[experiment]
+        if (c.columns["seed"] in tuning) == (stage == "first")
+    ]
+
+
+def run_stages(experiment):
+    """``(stage, name)`` of an experiment's run or submit rules (train.smk): its one rule ``<experiment>``,
+    or ``<experiment>_tuning`` and then ``<experiment>`` for the chosen evaluation cells.
+    """
+    if experiment in STAGED:
+        return [("first", f"{experiment}_tuning"), ("second", experiment)]
+    return [("first", experiment)]
+
+
 def launch_records(experiment):
-    """An experiment's cells' launch.json: the outputs of its run or submit rule (train.smk)."""
-    return [f"{RESULTS}/{experiment}/{c.name}/launch.json" for c in CELLS[experiment]]
+    """The launch.json of an experiment's cells that its first run or submit rule runs (train.smk)."""
+    return [
+        f"{RESULTS}/{experiment}/{c.name}/launch.json" for c in stage_cells(experiment)
+    ]
 
 
-def array_cells(experiment):
-    """An experiment's cells as its run or submit rule takes them (train.smk)."""
+def aggregate_inputs(experiment):
+    """The aggregate rule's cells: the first run rule's launch.json, and the evaluation.json of the
+    second, for an experiment run in two stages."""
+    second = [f"{RESULTS}/{experiment}/evaluation.json"] if experiment in STAGED else []
+    return launch_records(experiment) + second
+
+
+def array_cells(experiment, stage="first"):
+    """An experiment's cells of a stage (``stage_cells``) as its run or submit rule takes them (train.smk)."""
     return [
         {
             "name": f"{experiment}:{c.name}",
@@ -80,7 +114,7 @@ def array_cells(experiment):
             "sets": list(c.sets),
             "config_hash": c.config_hash,
         }
-        for c in CELLS[experiment]
+        for c in stage_cells(experiment, stage)
     ]
 
 
@@ -113,10 +147,14 @@ def figure_about(wildcards):
         ", ".join(f"{k} = {v}" for k, v in (spec.get("select") or {}).items())
         or "all cells"
     )
-    return (
-        f"Experiment ``{spec['experiment']}``, {chosen}: {len(cells)} runs, seeds "
-        f"{', '.join(map(str, seeds))}. {spec.get('caption', '')}"
+    tuning = STAGED.get(spec["experiment"])
+    runs = (
+        f"{len(cells)} runs, seeds {', '.join(map(str, seeds))}"
+        if tuning is None
+        else f"{sum(c.columns['seed'] in tuning for c in cells)} tuning runs on seeds "
+        f"{', '.join(map(str, tuning))}, then the other seeds at the chosen values only"
     )
+    return f"Experiment ``{spec['experiment']}``, {chosen}: {runs}. {spec.get('caption', '')}"
 
 
 ALL_TABLES = [table(e, t) for e in CELLS for t in TABLES]
@@ -135,9 +173,20 @@ if EXECUTOR == "slurm":
         }
     except AflError as exc:
         sys.exit(f"afl pipeline: error: {exc}")
-    tasks = sum(array.array_tasks(len(CELLS[e]), SLURM[e]) for e in CELLS)
+    tasks = sum(
+        array.array_tasks(len(stage_cells(e, stage)), SLURM[e])
+        for e in CELLS
+        for stage in ("first", "second")
+        if stage_cells(e, stage)
+    )
     SIZE = f" (at most {tasks} array tasks; afl plan: pending cells and work)"
+TWO = (
+    f"; {len(STAGED)} in two stages, {sum(len(stage_cells(e, 'second')) for e in STAGED)} of "
+    "their cells only if chosen"
+    if STAGED
+    else ""
+)
 print(
-    f"afl pipeline: {sum(map(len, CELLS.values()))} cells in {len(CELLS)} experiments, executor {EXECUTOR}{SIZE}",
+    f"afl pipeline: {sum(map(len, CELLS.values()))} cells in {len(CELLS)} experiments{TWO}, executor {EXECUTOR}{SIZE}",
     file=sys.stderr,
 )

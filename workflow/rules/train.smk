@@ -5,48 +5,69 @@
 # Executor slurm: `submit_<experiment>`: one waiting process submits the cells that are not finished
 # as SLURM job arrays (afl/cluster/array.py, workflow/scripts/launch_array.py) and writes each
 # cell's launch.json as its task ends.
+#
+# An experiment run in two stages (STAGED; docs/comparing.md) has two such rules:
+# `run_<experiment>_tuning` runs the cells of its tuning seeds (its outputs their launch.json); the
+# rule `choose` (choose.smk) reads their tables and writes chosen.json, the evaluation cells at each
+# figure's chosen values; `run_<experiment>` takes chosen.json, runs those cells and writes
+# evaluation.json, their names, once all have finished (each keeps its launch.json too).
 
-if EXECUTOR == "local":
-    for experiment in CELLS:
+for experiment in CELLS:
+    for stage, name in run_stages(experiment):
+        second = stage == "second"
 
-        rule:
-            name:
-                f"run_{experiment}"
-            output:
-                launch_records(experiment),
-            log:
-                f"{RESULTS}/logs/run/{experiment}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/run/{experiment}.tsv"
-            conda:
-                ENV
-            threads: len(CELLS[experiment]) * config["threads"]  # Snakemake caps it at --cores
-            params:
-                experiment=experiment,
-                cells=array_cells(experiment),
-                threads=config["threads"],
-            script:
-                "../scripts/run_cells.py"
+        if EXECUTOR == "local":
 
-else:
-    for experiment in CELLS:
+            rule:
+                name:
+                    f"run_{name}"
+                input:
+                    chosen=[f"{RESULTS}/{experiment}/chosen.json"] if second else [],
+                output:
+                    (
+                        [f"{RESULTS}/{experiment}/evaluation.json"]
+                        if second
+                        else launch_records(experiment)
+                    ),
+                log:
+                    f"{RESULTS}/logs/run/{name}.log",
+                benchmark:
+                    f"{RESULTS}/benchmarks/run/{name}.tsv"
+                conda:
+                    ENV
+                threads: len(stage_cells(experiment, stage)) * config["threads"]  # Snakemake caps it at --cores
+                params:
+                    experiment=name,
+                    cells=array_cells(experiment, stage),
+                    threads=config["threads"],
+                script:
+                    "../scripts/run_cells.py"
 
-        rule:
-            name:
-                f"submit_{experiment}"
-            output:
-                launch_records(experiment),
-            log:
-                f"{RESULTS}/logs/submit/{experiment}.log",
-            benchmark:
-                f"{RESULTS}/benchmarks/submit/{experiment}.tsv"
-            conda:
-                ENV
-            threads: 1
-            params:
-                experiment=experiment,
-                folder=f"{RESULTS}/{experiment}/slurm",
-                cells=array_cells(experiment),
-                slurm=SLURM[experiment],
-            script:
-                "../scripts/launch_array.py"
+        else:
+
+            rule:
+                name:
+                    f"submit_{name}"
+                input:
+                    chosen=[f"{RESULTS}/{experiment}/chosen.json"] if second else [],
+                output:
+                    (
+                        [f"{RESULTS}/{experiment}/evaluation.json"]
+                        if second
+                        else launch_records(experiment)
+                    ),
+                log:
+                    f"{RESULTS}/logs/submit/{name}.log",
+                benchmark:
+                    f"{RESULTS}/benchmarks/submit/{name}.tsv"
+                conda:
+                    ENV
+                threads: 1
+                params:
+                    experiment=name,
+                    folder=f"{RESULTS}/{experiment}/slurm"
+                    + ("-tuning" if name != experiment else ""),
+                    cells=array_cells(experiment, stage),
+                    slurm=SLURM[experiment],
+                script:
+                    "../scripts/launch_array.py"

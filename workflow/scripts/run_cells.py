@@ -1,6 +1,7 @@
 """Run rule (executor local): one experiment's cells on this machine, on a pool of workers.
 
-Params: ``experiment``, ``cells`` (``common.smk: array_cells``: name, out, base config, overrides,
+Input ``chosen``: none, or (the second of two stages) chosen.json, whose cells alone run; the
+output is then evaluation.json, written when they have all finished. Params: ``experiment``, ``cells`` (``common.smk: array_cells``: name, out, base config, overrides,
 planned hash) and ``threads`` (torch threads per cell). The rule's threads divided by ``threads``
 is the most worker processes (``afl.cluster.worker.Pool``): each imports torch once and runs
 its cells one after another, each cell's output in its folder's ``train.log``. A finished cell is
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from afl.atomic import write_json
 from afl.cluster.array import CellRun
-from afl.cluster.pipeline import log_to, planned_config
+from afl.cluster.pipeline import chosen_cells, log_to, planned_config, write_evaluation
 from afl.cluster.task import summary
 from afl.cluster.worker import LOG, Pool, log_tail
 from afl.config import to_dict
@@ -22,6 +23,7 @@ from afl.run import checkpoint
 
 log_to(snakemake.log[0])
 params = snakemake.params
+planned, listed = chosen_cells(params.cells, snakemake.input.chosen)
 
 
 def resolve(cell: dict) -> CellRun:
@@ -40,7 +42,7 @@ def record(cell: dict, error: str | None) -> None:
 
 
 try:
-    cells = [resolve(c).as_task() for c in params.cells]
+    cells = [resolve(c).as_task() for c in planned]
 except AflError as exc:
     print(f"afl: error: {exc}", file=sys.stderr)
     sys.exit(1)
@@ -52,3 +54,4 @@ if failed:
     print(f"afl: error: {len(failed)} of {len(cells)} cells of {params.experiment} failed (above); "
           "fix: correct the cause and rerun snakemake: only these cells run again", file=sys.stderr)
     sys.exit(1)
+write_evaluation(listed, snakemake.output)
