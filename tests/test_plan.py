@@ -76,3 +76,18 @@ def test_a_bad_cell_is_one_line(tmp_path, capsys):
     assert main(["plan", str(write_yaml(tmp_path / "wf.yaml", workflow(tmp_path, base)))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("afl: error: experiments.e") and "fix:" in err[0]
+
+
+def test_an_experiment_run_in_two_stages_says_its_counts_are_at_most(tmp_path, capsys):
+    base = {"data": {"num_clients": 4}, "algorithm": {"name": "asyncsgd", "concurrency": 2},
+            "run": {"workload": "none", "updates": 100}}
+    config = workflow(tmp_path, base, grid={"algorithm.server_lr": [0.1, 0.2, 0.4], "seed": [0, 1, 100]})
+    config["figures"] = {"f": {"kind": "target", "experiment": "e", "metric": "grad_norm_sq", "target": 1.0,
+                               "x_key": "algorithm.concurrency", "hue": ["algorithm.name"],
+                               "tune": "algorithm.server_lr", "tuning_seeds": [100]}}
+    assert main(["plan", str(write_yaml(tmp_path / "wf.yaml", config))]) == 0
+    out = capsys.readouterr().out
+    assert "two stages: e runs its 3 cells of tuning seeds first, then of its 6 other cells only those its " \
+           "figures choose" in out
+    assert main(["plan", str(write_yaml(tmp_path / "one.yaml", {**config, "two_stage": False}))]) == 0
+    assert "two stages" not in capsys.readouterr().out

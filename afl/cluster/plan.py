@@ -31,7 +31,7 @@ import numpy as np
 
 from afl import rules
 from afl.cluster.array import DEFAULT_MAX_ARRAY_SIZE, array_tasks
-from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings
+from afl.cluster.pipeline import DEFAULT_SLURM, REPO, Cell, expand, slurm_settings, staged
 from afl.config import Config, RoutingConfig, data_seed, load_config, read_yaml
 from afl.run import checkpoint
 
@@ -127,9 +127,12 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
-    """One row per experiment of a workflow config: cells, pending, jobs, resources, work per cell."""
+    """One row per experiment of a workflow config: cells, pending, jobs, resources, work per cell, and
+    ``tuning``: the cells of its tuning seeds if it runs in two stages (``afl.cluster.pipeline.staged``:
+    of the others only those its figures choose run, so its counts are at most), else None."""
     results = Path(config.get("results", "results"))
     cells = expand(config.get("experiments") or {}, root)
+    two = staged({"figures": {}, **config}, cells)
     cache: dict = {}
     rows = []
     for name, these in cells.items():
@@ -146,7 +149,8 @@ def plan(config: dict, root: Path, defaults: Path) -> list[dict]:
                      "gpus": slurm["gpus"], "cpus": slurm["cpus"], "time_min": slurm["time_min"],
                      "train_samples": float(np.median([w.train_samples for w in works])),
                      "tflop_median": float(np.median(flops)) / 1e12, "tflop_max": float(flops.max()) / 1e12,
-                     "tflop_total": float(flops.sum()) / 1e12})
+                     "tflop_total": float(flops.sum()) / 1e12,
+                     "tuning": sum(c.columns["seed"] in two[name] for c in these) if name in two else None})
     return rows
 
 
@@ -173,7 +177,13 @@ def cmd_plan(args) -> int:
         config = merge(config, read_yaml(path))
     if args.results:
         config["results"] = args.results
-    print(table(plan(config, REPO, Path(args.slurm_defaults))))
+    rows = plan(config, REPO, Path(args.slurm_defaults))
+    print(table(rows))
+    for r in rows:
+        if r["tuning"] is not None:
+            print(f"two stages: {r['experiment']} runs its {r['tuning']} cells of tuning seeds first, then of its "
+                  f"{r['cells'] - r['tuning']} other cells only those its figures choose: its counts are at most "
+                  "(docs/comparing.md)")
     print(f"jobs: array tasks of cells/job pending cells, arrays of at most {DEFAULT_MAX_ARRAY_SIZE - 1} tasks "
           "(SLURM's default MaxArraySize; the launcher reads your cluster's); work: samples x FLOPs per sample "
           f"of the model ({TRAIN_PASSES} forward passes per training sample, 1 per test sample): divide by your "
