@@ -12,6 +12,9 @@ loss; pass ``lower=False`` for an accuracy).
    shipped config extends its grid until none is printed). A key whose every value ties for the
    best (e.g. no step reaches a target within the budget, so every run's cost is the budget) has
    no optimum to find: ``Choice.flat`` names it, ``edge_lines`` prints a ``flat:`` line, no edge.
+   A key the method ran at one value only is not tuned at all: ``Choice.fixed`` names it and
+   ``edge_lines`` prints a ``fixed:`` line (e.g. the demo's steps taken from config/docs.yaml's
+   tuning), not a grid edge: there is no best value to widen the grid around.
    ``choice_lines`` prints each method's chosen values as a ``chosen:`` line, for the figure logs.
 2. ``evaluate``: each method's runs at its chosen values on the **evaluation seeds** (disjoint
    from the tuning seeds, else ``ValueError``).
@@ -53,6 +56,7 @@ class Choice:
     grid: dict  # tuned key -> the values the method was run with, sorted
     edges: tuple[str, ...]  # tuned keys whose chosen value is the smallest or largest of its grid
     flat: tuple[str, ...] = ()  # tuned keys whose every grid value ties for the best mean cost
+    fixed: tuple[str, ...] = ()  # tuned keys the method ran at one value only: not tuned
 
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.method.items()) or "all runs"
@@ -85,7 +89,8 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
     first in the grid's sorted order. A value tried on fewer seeds than another counts all the same.
     A best value at an end of its grid is an edge (``Choice.edges``), unless it is the key's floor
     (``FLOORS``): the grid cannot be widened below it, or every value of the key ties for the best
-    (``Choice.flat``): the cost does not depend on it within the grid."""
+    (``Choice.flat``): the cost does not depend on it within the grid, or the method ran at one
+    value of the key (``Choice.fixed``): nothing was tuned."""
     runs = _split(frame, seeds, "tuning")
     choices = []
     for method, rows in (runs.groupby(methods, sort=True, dropna=False) if methods else [((), runs)]):
@@ -97,24 +102,29 @@ def tune(frame: pd.DataFrame, methods: list[str], tuned: list[str], cost: str, s
         best_cost = float(means.min() if lower else means.max())
         ties = [t if isinstance(t, tuple) else (t,) for t in means[means == best_cost].index]
         flat = tuple(k for i, k in enumerate(tuned) if len(grid[k]) > 1 and {t[i] for t in ties} == set(grid[k]))
-        edges = tuple(k for k, v in zip(tuned, best) if k not in flat and (
-            len(grid[k]) < 2 or v == grid[k][-1] or (v == grid[k][0] and v != FLOORS.get(k))))
-        choices.append(Choice(method, dict(zip(tuned, best)), best_cost, int(rows["seed"].nunique()), grid, edges, flat))
+        fixed = tuple(k for k in tuned if len(grid[k]) < 2)
+        edges = tuple(k for k, v in zip(tuned, best) if k not in flat and k not in fixed and (
+            v == grid[k][-1] or (v == grid[k][0] and v != FLOORS.get(k))))
+        choices.append(Choice(method, dict(zip(tuned, best)), best_cost, int(rows["seed"].nunique()), grid, edges, flat,
+                              fixed))
     return choices
 
 
 def edge_lines(choices: list[Choice], context: str = "") -> list[str]:
-    """One ``grid edge:`` line per tuned key whose best value is at an end of its grid, and one
-    ``flat:`` line per tuned key whose every value ties for the best."""
+    """One ``grid edge:`` line per tuned key whose best value is at an end of its grid, one
+    ``flat:`` line per tuned key whose every value ties for the best, and one ``fixed:`` line per
+    key run at one value only (not tuned)."""
     lines = []
     for c in choices:
+        for key in c.fixed:
+            lines.append(f"fixed: {key} = {c.values[key]} for {c.label()}: one value, not tuned"
+                         + (f" ({context})" if context else ""))
         for key in c.flat:
             lines.append(f"flat: every {key} of {', '.join(map(str, c.grid[key]))} ties at {c.cost:.4g} for "
                          f"{c.label()}, nothing to tune" + (f" ({context})" if context else ""))
         for key in c.edges:
             grid = ", ".join(map(str, c.grid[key]))
-            where = "the only value" if len(c.grid[key]) < 2 else \
-                ("the smallest" if c.values[key] == c.grid[key][0] else "the largest")
+            where = "the smallest" if c.values[key] == c.grid[key][0] else "the largest"
             lines.append(f"grid edge: {key} = {c.values[key]} ({where} of {grid}) for {c.label()}"
                          + (f" ({context})" if context else ""))
     return lines

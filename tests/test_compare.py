@@ -54,6 +54,20 @@ def test_a_best_count_at_its_floor_is_no_edge_but_at_the_grids_top_or_a_steps_bo
     assert [c.edges for c in tune(frame, ["rule"], ["step"], "cost", [0])] == [("step",), ("step",)]
 
 
+def test_a_key_run_at_one_value_is_fixed_not_an_edge():
+    """A method run at one step only (the demo's steps taken from the docs config's tuning) has no
+    best value to widen a grid around: a ``fixed:`` line, no ``grid edge:``; its other key is tuned."""
+    rows = [{"rule": "one", "step": 0.1, "size": s, "seed": 0, "cost": c} for s, c in [(2, 3.0), (8, 1.0), (32, 2.0)]]
+    rows += [{"rule": "two", "step": lr, "size": 8, "seed": 0, "cost": c} for lr, c in [(0.01, 2.0), (0.1, 1.0)]]
+    choices = {c.method["rule"]: c for c in tune(pd.DataFrame(rows), ["rule"], ["step", "size"], "cost", [0])}
+    assert (choices["one"].fixed, choices["one"].edges) == (("step",), ())
+    assert (choices["two"].fixed, choices["two"].edges) == (("size",), ("step",))
+    assert edge_lines(list(choices.values()), "demo") == [
+        "fixed: step = 0.1 for rule=one: one value, not tuned (demo)",
+        "fixed: size = 8 for rule=two: one value, not tuned (demo)",
+        "grid edge: step = 0.1 (the largest of 0.01, 0.1) for rule=two (demo)"]
+
+
 def test_evaluation_uses_the_chosen_values_on_the_other_seeds_and_refuses_shared_seeds():
     choices = tune(table(), ["rule"], ["lr"], "cost", [0, 1])
     runs = evaluate(table(), choices, seeds=range(2, 7), tuning_seeds=[0, 1])

@@ -1,11 +1,13 @@
 """Submit rule (executor slurm): one experiment's cells as SLURM job arrays, and the wait.
 
-Input ``chosen``: none, or (the second of two stages) chosen.json, whose cells alone are submitted;
-the output is then evaluation.json, written when they have all finished. Params: ``experiment``, ``folder`` (the arrays' submitit files and ``array.json``), ``cells``
+Input ``chosen``: none, or (the second of two stages) chosen.json, whose cells alone are
+submitted; the output is then evaluation.json, written when they have all finished. Params:
+``experiment``, ``folder`` (the arrays' submitit files and ``array.json``), ``cells``
 (``common.smk: array_cells``: name, out, base config, overrides, planned hash) and ``slurm`` (the
-experiment's SLURM settings: cluster/slurm.yaml with the workflow config's overrides). ``afl.cluster.array.run_array`` reports
-finished cells at once, re-attaches to tasks still queued or running, submits the rest and
-writes each cell's ``launch.json`` (the rule's outputs) as its task ends. Failed cells: their
+experiment's SLURM settings: cluster/slurm.yaml with the workflow config's overrides).
+``afl.cluster.array.run_array`` reports finished cells at once, re-attaches to tasks still queued
+or running, submits the rest and writes each cell's ``launch.json`` (the first stage's outputs)
+as its task ends. Failed cells: their
 reports go to the log and the rule fails after every other task has ended.
 """
 

@@ -1,11 +1,12 @@
 """Run rule (executor local): one experiment's cells on this machine, on a pool of workers.
 
 Input ``chosen``: none, or (the second of two stages) chosen.json, whose cells alone run; the
-output is then evaluation.json, written when they have all finished. Params: ``experiment``, ``cells`` (``common.smk: array_cells``: name, out, base config, overrides,
-planned hash) and ``threads`` (torch threads per cell). The rule's threads divided by ``threads``
+output is then evaluation.json, written when they have all finished. Params: ``experiment``,
+``cells`` (``common.smk: array_cells``: name, out, base config, overrides, planned hash) and
+``threads`` (torch threads per cell). The rule's threads divided by ``threads``
 is the most worker processes (``afl.cluster.worker.Pool``): each imports torch once and runs
 its cells one after another, each cell's output in its folder's ``train.log``. A finished cell is
-reported at once; each cell's ``launch.json`` (the rule's outputs) is written as it ends. Failed
+reported at once; each cell's ``launch.json`` (the first stage's outputs) is written as it ends. Failed
 cells: their reports go to the log and the rule fails after every other cell has ended.
 """
 
