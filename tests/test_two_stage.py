@@ -114,7 +114,7 @@ def test_an_experiment_runs_in_two_stages_only_when_every_figure_of_it_can_choos
 
 def test_the_second_run_rule_runs_the_chosen_cells_and_lists_them(tmp_path):
     cells = [{"name": f"e:c{i}", "out": str(tmp_path / "e" / f"c{i}")} for i in range(4)]
-    assert pipeline.chosen_cells(cells, []) == (cells, [])
+    assert pipeline.chosen_cells(cells, []) == (cells, None)
     chosen = tmp_path / "chosen.json"
     chosen.write_text(json.dumps({"cells": ["c1", "c3"]}))
     run, listed = pipeline.chosen_cells(cells, [str(chosen)])
@@ -123,5 +123,9 @@ def test_the_second_run_rule_runs_the_chosen_cells_and_lists_them(tmp_path):
     out.parent.mkdir()
     pipeline.write_evaluation(listed, [str(out)])
     assert json.loads(out.read_text()) == {"cells": ["c1", "c3"]}
-    pipeline.write_evaluation([], [str(tmp_path / "none.json")])
-    assert not Path(tmp_path / "none.json").exists()
+    pipeline.write_evaluation(None, [str(tmp_path / "first.json")])  # the first stage writes none
+    assert not Path(tmp_path / "first.json").exists()
+    chosen.write_text(json.dumps({"cells": []}))  # nothing chosen: an empty list, the rule's output all the same
+    run, listed = pipeline.chosen_cells(cells, [str(chosen)])
+    pipeline.write_evaluation(listed, [str(out)])
+    assert run == [] and json.loads(out.read_text()) == {"cells": []}

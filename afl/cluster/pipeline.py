@@ -244,22 +244,23 @@ def evaluation_names(columns: dict[str, dict], tuning, chosen) -> list[str]:
     return [name for name, c in columns.items() if c["seed"] not in tuning and _coordinates(c) in wanted]
 
 
-def chosen_cells(cells: list[dict], chosen: list[str]) -> tuple[list[dict], list[dict]]:
+def chosen_cells(cells: list[dict], chosen: list[str]) -> tuple[list[dict], list[dict] | None]:
     """A run rule's cells (``array_cells`` of the workflow: dicts with ``out``, the cell's folder) and
     ``chosen`` (the paths of its ``chosen`` input: none, or the second stage's chosen.json):
     ``(to run, listed)``, the cells it runs (all, or those chosen.json names) and, in the second
-    stage, the same cells for its evaluation.json (``write_evaluation``; none in the first)."""
+    stage, the same cells for its evaluation.json (``write_evaluation``; None in the first)."""
     if not chosen:
-        return cells, []
+        return cells, None
     names = set(json.loads(Path(chosen[0]).read_text())["cells"])
     picked = [c for c in cells if Path(c["out"]).name in names]
     return picked, picked
 
 
-def write_evaluation(listed: list[dict], output: list[str]) -> None:
+def write_evaluation(listed: list[dict] | None, output: list[str]) -> None:
     """The second stage's output, evaluation.json: ``{"cells": [the names of the cells it ran]}``
-    (the aggregate rule reads their folders beside it); nothing in the first stage."""
-    if listed:
+    (the aggregate rule reads their folders beside it), written even if none was chosen; nothing
+    in the first stage (``listed`` None)."""
+    if listed is not None:
         write_bytes(json.dumps({"cells": [Path(c["out"]).name for c in listed]}, indent=1).encode(), Path(output[0]))
 
 
