@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]  # the repository: relative experimen
 DEFAULT_SLURM = REPO / "cluster" / "slurm.yaml"  # the site's SLURM settings of a cell
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"  # the workflow config's; its $defs.slurm
 STANDARD_COLUMNS = ("algorithm.name", "algorithm.concurrency", "seed")
+TABLES = ("runs", "evals", "updates", "clients", "sampling")  # an experiment's tables (afl.cluster.tables)
 MAX_READABLE = 160  # characters of a cell name before the hash (file names stop at 255)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 

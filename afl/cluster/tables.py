@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TABLES = ("runs", "evals", "updates", "clients", "sampling")
+from afl.cluster.pipeline import TABLES
 RUN_FIELDS = ("status", "reason", "updates", "virtual_time", "wall_time", "final_test_acc", "config_hash",
               "predicted_throughput", "routing")
 

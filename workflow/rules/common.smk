@@ -29,7 +29,7 @@ if CONDA and CONDA_PREFIX.resolve().parents[1] != REPO.resolve():
 # afl comes from where it is installed (make setup: pip install -e .), here and in ENV.
 try:
     import afl
-    from afl.cluster import array, pipeline, tables
+    from afl.cluster import array, pipeline
     from afl.errors import AflError
 except ImportError as exc:
     sys.exit(
@@ -55,7 +55,7 @@ except AflError as exc:
 
 RESULTS = config["results"]
 EXECUTOR = config["executor"]
-TABLES = tables.TABLES
+TABLES = pipeline.TABLES
 
 
 def table(experiment, name):
@@ -95,6 +95,18 @@ def launch_records(experiment):
     return [
         f"{RESULTS}/{experiment}/{c.name}/launch.json" for c in stage_cells(experiment)
     ]
+
+
+def chosen_input(experiment, stage):
+    """A run or submit rule's ``chosen`` input: the second stage's chosen.json, else none."""
+    return [f"{RESULTS}/{experiment}/chosen.json"] if stage == "second" else []
+
+
+def run_outputs(experiment, stage):
+    """A run or submit rule's outputs: the first stage's launch.json, or the second's evaluation.json."""
+    if stage == "second":
+        return [f"{RESULTS}/{experiment}/evaluation.json"]
+    return launch_records(experiment)
 
 
 def aggregate_inputs(experiment):

@@ -14,21 +14,15 @@
 
 for experiment in CELLS:
     for stage, name in run_stages(experiment):
-        second = stage == "second"
-
         if EXECUTOR == "local":
 
             rule:
                 name:
                     f"run_{name}"
                 input:
-                    chosen=[f"{RESULTS}/{experiment}/chosen.json"] if second else [],
+                    chosen=chosen_input(experiment, stage),
                 output:
-                    (
-                        [f"{RESULTS}/{experiment}/evaluation.json"]
-                        if second
-                        else launch_records(experiment)
-                    ),
+                    run_outputs(experiment, stage),
                 log:
                     f"{RESULTS}/logs/run/{name}.log",
                 benchmark:
@@ -49,13 +43,9 @@ for experiment in CELLS:
                 name:
                     f"submit_{name}"
                 input:
-                    chosen=[f"{RESULTS}/{experiment}/chosen.json"] if second else [],
+                    chosen=chosen_input(experiment, stage),
                 output:
-                    (
-                        [f"{RESULTS}/{experiment}/evaluation.json"]
-                        if second
-                        else launch_records(experiment)
-                    ),
+                    run_outputs(experiment, stage),
                 log:
                     f"{RESULTS}/logs/submit/{name}.log",
                 benchmark:
