@@ -87,15 +87,50 @@ def test_batched_training_equals_the_sequential_reference(case):
 
 @pytest.mark.blas
 @pytest.mark.parametrize("name,shape,batch", [("cnn", (1, 6, 6), 16), ("resnet20", (3, 8, 8), 16),
-                                              ("mlp", (1, 6, 6), 16), ("logreg", (1, 6, 6), 64)])
+                                              ("mlp", (1, 6, 6), 16), ("logreg", (1, 6, 6), 16),
+                                              ("logreg", (1, 6, 6), 64)])
 def test_batched_gradients_equal_the_sequential_reference(name, shape, batch):
     # The batched linear layers' own backward (weight gradient g^T h) and, at 64 samples a task
     # (at least 256 rows), the log-softmax through the transposed rows: the reference's gradients.
+    # Softmax regression's in closed form, at batch 16 with shards shorter than a batch (padding).
     model, x, y, shards, bases = setup(name, shape, sizes=SIZES if batch == 16 else (64, 70, 80, 66, 90))
-    got = BatchedTrainer(model, x, y, Options(precision="fp32")).gradients(bases, shards, batch, gens(5), True)
+    trainer = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    assert trainer.closed_form == (name == "logreg")
+    got = trainer.gradients(bases, shards, batch, gens(5), True)
     ref = [local_gradient(model, b, x, y, torch.from_numpy(s), batch, g, True)
            for b, s, g in zip(bases, shards, gens(5))]
     assert_same(got, ref, 1e-9)
+
+
+@pytest.mark.blas
+def test_softmax_regression_gradients_in_float32_match_autograd_within_float_tolerance():
+    """The closed form in float32 at a docs cell's shape (whole shards of up to 1,024 samples, 60
+    features, 10 classes) against autograd through the same grouped forward pass: 1e-5."""
+    model, x, y, shards, bases = setup("logreg", (60,), torch.float32, sizes=(1024, 952, 700))
+    closed = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    autograd = BatchedTrainer(model, x, y, Options(precision="fp32"))
+    autograd.closed_form = False
+    got = closed.gradients(bases, shards, 1024, gens(3), False)
+    ref = autograd.gradients(bases, shards, 1024, gens(3), False)
+    assert_same(got, ref, 1e-5)
+    assert max(float((g.vector - r.vector).abs().max()) for g, r in zip(got, ref)) > 0  # another path, not the same one
+
+
+def test_only_softmax_regression_takes_the_closed_form():
+    from torch import nn
+
+    from afl.learning.grouped import GroupedModel
+    from afl.learning.models import LogSoftmax
+
+    def grouped(*layers):
+        return GroupedModel(nn.Sequential(*layers), channels_last=False).softmax_regression
+
+    assert grouped(nn.Flatten(), nn.Linear(36, 10), LogSoftmax(dim=1))
+    assert grouped(nn.Linear(36, 10), nn.LogSoftmax(dim=1))
+    assert not grouped(nn.Flatten(), nn.Linear(36, 20), nn.ReLU(), nn.Linear(20, 10), LogSoftmax(dim=1))
+    assert not grouped(nn.Flatten(), nn.Linear(36, 10))
+    assert not BatchedTrainer(models.build("logreg", 10, (1, 6, 6), torch.Generator().manual_seed(0)),
+                              torch.zeros(4, 1, 6, 6), torch.zeros(4, dtype=torch.long), Options(precision="bf16")).closed_form
 
 
 @pytest.mark.blas

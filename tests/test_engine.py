@@ -154,6 +154,45 @@ def test_batching_changes_results_only_by_float_rounding(tmp_path, monkeypatch, 
     pd.testing.assert_frame_equal(lazy_e, eager_e, check_exact=False, rtol=1e-4, atol=0)
 
 
+def test_the_executor_computes_every_pending_task_or_only_those_asked_for():
+    from types import SimpleNamespace
+
+    for together, calls in ((True, [[0, 1, 2]]), (False, [[0, 1]])):
+        computed = []
+        ex = executor_module.LazyExecutor(lambda ts: computed.append([t.id for t in ts]) or [f"r{t.id}" for t in ts],
+                                          dict, together)
+        tasks = [SimpleNamespace(id=i) for i in range(4)]
+        for t in tasks:
+            ex.submit(t)
+        ex.discard(tasks[3])  # stopped in flight: never computed
+        assert ex.results(tasks[:2]) == ["r0", "r1"]
+        assert computed == calls
+        ex.discard(tasks[2])
+        assert not ex.pending and not ex.done  # nothing left over, computed or not
+
+
+def test_a_rule_that_stops_tasks_in_flight_computes_only_the_results_it_applies(tmp_path, monkeypatch):
+    """Ringmaster with stopped computations (R = 2, 16 workers with compute times sqrt(i)): most
+    tasks are stopped in flight, or arrive too stale and are discarded; the workload computes the
+    gradients of the applied arrivals alone, one per server update."""
+    computed = []
+
+    class Counting(executor_module.LazyExecutor):
+        def __init__(self, workload, result_type, together=True):
+            super().__init__(lambda ts: computed.append(len(ts)) or workload(ts), result_type, together)
+
+    monkeypatch.setattr("afl.run.build.LazyExecutor", Counting)
+    raw = {"data": {"name": "synthetic", "num_clients": 16, "partition": "iid", "synthetic_clients": 4},
+           "model": {"name": "logreg"}, "client": {"epochs": None, "batch_size": 4},
+           "algorithm": {"name": "ringmaster", "concurrency": 16, "max_delay": 2, "stop_stale": True,
+                         "server_lr": 0.01},
+           "timing": {"distribution": "constant", "rates": {"kind": "power", "exponent": 0.5}},
+           "run": {"updates": 60, "eval_every": 20}}
+    _, u, _, clients = simulate(tmp_path, raw)
+    assert sum(computed) == len(u) == 60
+    assert clients.cancelled.sum() > 2 * len(u)  # the tasks the former batching computed in vain
+
+
 PORTABLE_ENV_KEYS = ("AFL_PORTABLE_FLOAT", *afl.PORTABLE_ENV)
 
 

@@ -46,6 +46,11 @@ class GroupedModel:
         linear = {self.index[f"{name}.{p}"] for name, m in model.named_modules() if isinstance(m, nn.Linear)
                   for p in ("weight", "bias")}
         self.unfused = [i for i in range(len(named)) if i not in linear]
+        # Softmax regression (``Flatten``, ``Linear``, ``LogSoftmax``: the ``logreg`` model), whose
+        # gradient ``softmax_regression_gradients`` computes in closed form.
+        core = [m for m in leaves if not isinstance(m, nn.Flatten)]
+        self.softmax_regression = (len(core) == 2 and isinstance(core[0], nn.Linear)
+                                   and isinstance(core[1], nn.LogSoftmax) and core[1].dim == 1)
 
     def unstack(self, vectors: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Flat models ``[k, P]`` (``afl.params`` layout) -> contiguous parameters ``[k, *shape]``
@@ -200,6 +205,27 @@ class _GlobalMean(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.memory_format)
         return out.copy_(grad.expand(ctx.shape)).div_(ctx.shape[2] * ctx.shape[3]), None
+
+
+@torch.no_grad()
+def softmax_regression_gradients(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                                 weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each task's weighted NLL of softmax regression and its gradient, in closed form: with
+    ``p = softmax(W x + b)`` and ``e_y`` the one-hot label, the loss ``sum_j w_j (-log p_yj)`` has
+    gradients ``sum_j w_j (p_j - e_yj) x_j^T`` in ``W`` and ``sum_j w_j (p_j - e_yj)`` in ``b``.
+
+    ``weight`` ``[k, C, F]``, ``bias`` ``[k, C]``, ``x`` ``[k, N, F]``, ``y`` ``[k, N]``, ``weights``
+    ``[k, N]`` (0 for padding). Returns losses ``[k]`` and the gradients ``[k, C, F]``, ``[k, C]``:
+    what autograd gives through ``GroupedModel.forward``, to float rounding, without the engine
+    (on a 2-core CPU, one task at batch 1,024 with 60 features and 10 classes: 0.14 ms against
+    0.76 ms). The logits are ``[k, C, N]``, classes first, so that ``log_softmax`` reduces across
+    rows, PyTorch's fast CPU kernel for few classes (``afl.learning.models.log_softmax``)."""
+    logp = torch.log_softmax(torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2)), 1)
+    labels = y.unsqueeze(1)  # [k, 1, N]
+    losses = -(logp.gather(1, labels).squeeze(1) * weights).sum(1)
+    residual = logp.exp_().scatter_add_(1, labels, torch.full_like(labels, -1, dtype=logp.dtype))
+    residual.mul_(weights.unsqueeze(1))  # [k, C, N]: w_j (p_j - e_yj)
+    return losses, torch.bmm(residual, x), residual.sum(2)
 
 
 @torch.no_grad()

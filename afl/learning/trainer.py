@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from afl.learning.grouped import GroupedModel
+from afl.learning.grouped import GroupedModel, softmax_regression_gradients
 from afl.learning.local import LocalPlan, TaskResult, augment, gradient_batch, num_steps
 from afl.learning.tables import FusedOptimizer, Rows, StepTables, pad, stop_checks, to_device
 
@@ -83,6 +83,8 @@ class BatchedTrainer:
         self.x, self.y, self.options = x, y, options
         self.device = x.device
         self.losses_fn = self._losses
+        # One gradient each of softmax regression in closed form, not through autograd (unless bf16).
+        self.closed_form = self.grouped.softmax_regression and options.precision != "bf16"
         # Called after every local step with (task-steps done, task-steps planned) of this batch.
         self.progress: Callable[[int, int], None] | None = None
         if options.compile:  # a graph per shape (number of tasks in a step); CUDA graphs on a GPU
@@ -101,8 +103,8 @@ class BatchedTrainer:
     def _inputs(self, idx: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
         """The batch ``x[idx]`` of each task (``idx``: ``[k, B]``) in the model's layout."""
         b = idx.shape[1]
-        if not self.grouped.images:
-            xb = self.x[idx]
+        if not self.grouped.images:  # index_select: on a CPU 4 times faster than x[idx] at 1,024 rows of 60
+            xb = self.x.index_select(0, idx.reshape(-1)).view(*idx.shape, *self.x.shape[1:])
             return xb if packed is None else augment(xb.flatten(0, 1), packed.reshape(-1)).view(xb.shape)
         xb = self.x[idx.t()]  # [B, k, C, H, W]
         if packed is not None:
@@ -185,7 +187,9 @@ class BatchedTrainer:
 
     def gradients(self, bases: list[torch.Tensor], shards: list[np.ndarray], batch_size: int,
                   gens: list[torch.Generator], augment_: bool) -> list[TaskResult]:
-        """``local_gradient`` of every task at once: one minibatch each, running statistics untouched."""
+        """``local_gradient`` of every task at once: one minibatch each, running statistics untouched.
+        Softmax regression's gradients in closed form (``softmax_regression_gradients``; eager even
+        under ``run.compile``), the other models' through autograd."""
         dev, k = self.device, len(bases)
         idx = np.zeros((k, batch_size), dtype=np.int64)
         weights = np.zeros((k, batch_size))
@@ -197,10 +201,15 @@ class BatchedTrainer:
             if aug is not None:
                 packed[t] = pad(aug.numpy(), batch_size)
         params, _ = self.grouped.unstack(torch.stack(bases).to(dev))
-        leaves = [p.requires_grad_() for p in params]
         idx_d = to_device(idx, dev)
         xb = self._inputs(idx_d, None if packed is None else to_device(packed, dev))
-        masked = self.grouped.has_batch_norm and bool((weights == 0).any())
-        losses = self.losses_fn(leaves, None, xb, self.y[idx_d], to_device(weights, dev).to(params[0].dtype), masked)
-        grads = self.grouped.stack(list(torch.autograd.grad(losses.sum(), leaves)), [])
+        w = to_device(weights, dev).to(params[0].dtype)
+        if self.closed_form:
+            losses, *parts = softmax_regression_gradients(*params, xb.flatten(2), self.y[idx_d], w)
+        else:
+            leaves = [p.requires_grad_() for p in params]
+            masked = self.grouped.has_batch_norm and bool((weights == 0).any())
+            losses = self.losses_fn(leaves, None, xb, self.y[idx_d], w, masked)
+            parts = list(torch.autograd.grad(losses.sum(), leaves))
+        grads = self.grouped.stack(parts, [])
         return [TaskResult(grads[t].clone(), float(loss), 1) for t, loss in enumerate(losses.detach().cpu())]

@@ -107,17 +107,15 @@ def build(cfg: Config, *, on_update: OnUpdate | None = None, on_eval: Callable =
                                     task_batch=run.task_batch, total=total)
     else:
         model, x0, workload = None, torch.zeros(0), NullWorkload(rule.gradient)
-    executor = LazyExecutor(workload, TaskResult)
+    # Under a rule that stops tasks in flight, most pending tasks never arrive: compute only those asked for.
+    executor = LazyExecutor(workload, TaskResult, together=rule.cancel_after(cfg.algorithm) is None)
     clients = rules.Clients(fed.routing, fed.rates, cfg.timing)
     aggregator = rules.make(cfg.algorithm, clients)
     sizes = fed.sizes.tolist()
 
     def server(x, tasks, taus, version, now):
-        arrivals = []
-        for t in tasks:
-            result = executor.result(t)
-            arrivals.append(Arrival(t.client, t.base_version, t.base, result.vector, sizes[t.client],
-                                    result.train_loss))
+        arrivals = [Arrival(t.client, t.base_version, t.base, result.vector, sizes[t.client], result.train_loss)
+                    for t, result in zip(tasks, executor.results(tasks))]
         x_new, weights = aggregator.aggregate(x, arrivals, taus)
         if x_new is None:  # the rule holds them for a later update
             return None, 0.0
