@@ -18,9 +18,7 @@ import argparse
 import contextlib
 import io
 import sys
-import tempfile
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 import yaml
@@ -28,19 +26,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def figure_log(name: str, spec: dict, keys: list[str], tables: dict, folder: Path) -> list[str]:
-    """The log lines of the kind's drawing of ``spec`` from ``tables`` (written as Parquet into ``folder``)."""
+def figure_log(name: str, spec: dict, keys: list[str], tables: dict) -> list[str]:
+    """The log lines of the kind's drawing of ``spec`` from ``tables`` (``afl.figures.draw.draw``, not saved)."""
     from afl import figures
-    from afl.figures.draw import main
+    from afl.figures.draw import draw
 
-    folder.mkdir(parents=True, exist_ok=True)
-    inputs = {}
-    for kind, frame in tables.items():
-        inputs[kind] = str(folder / f"{kind}.parquet")
-        frame.to_parquet(inputs[kind])
     log = io.StringIO()
-    with mock.patch.object(figures, "save", lambda fig, png: figures.plt.close(fig)), contextlib.redirect_stderr(log):
-        main(name, dict(spec), keys, inputs, "unused.png")
+    with contextlib.redirect_stderr(log):
+        figures.plt.close(draw(name, dict(spec), keys, tables))
     return [line for line in log.getvalue().splitlines() if not line.startswith(f"figure {name}:")]
 
 
@@ -77,13 +70,12 @@ def main() -> None:
         staged_tables = {k: v[v["cell"].isin(kept)] for k, v in tables.items()}
         keys = list(dict.fromkeys(k for c in cells[experiment] for k in c.columns))
         same = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, spec in specs.items():
-                whole = figure_log(name, spec, keys, tables, Path(tmp) / "whole")
-                two = figure_log(name, spec, keys, staged_tables, Path(tmp) / "two")
-                same.append(f"{name}: {'same' if whole == two else 'DIFFERS'} ({len(whole)} lines)")
-                if whole != two:
-                    print("\n".join(f"  whole: {a}\n  two:   {b}" for a, b in zip(whole, two) if a != b), file=sys.stderr)
+        for name, spec in specs.items():
+            whole = figure_log(name, spec, keys, tables)
+            two = figure_log(name, spec, keys, staged_tables)
+            same.append(f"{name}: {'same' if whole == two else 'DIFFERS'} ({len(whole)} lines)")
+            if whole != two:
+                print("\n".join(f"  whole: {a}\n  two:   {b}" for a, b in zip(whole, two) if a != b), file=sys.stderr)
         wall = runs.set_index("cell")["wall_time"]
         rows.append({"experiment": experiment, "cells": len(runs), "two stages": len(kept),
                      "wall, whole (min)": wall.sum() / 60, "wall, two stages (min)": wall[list(kept)].sum() / 60,

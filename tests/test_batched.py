@@ -128,6 +128,8 @@ def test_only_softmax_regression_takes_the_closed_form():
     assert grouped(nn.Flatten(), nn.Linear(36, 10), LogSoftmax(dim=1))
     assert grouped(nn.Linear(36, 10), nn.LogSoftmax(dim=1))
     assert not grouped(nn.Flatten(), nn.Linear(36, 20), nn.ReLU(), nn.Linear(20, 10), LogSoftmax(dim=1))
+    with pytest.raises(TypeError, match=r"needs a bias in every Linear layer \(1 has bias=False\)"):
+        grouped(nn.Flatten(), nn.Linear(36, 10, bias=False), LogSoftmax(dim=1))  # a TypeError check_trainable reports
     assert not grouped(nn.Flatten(), nn.Linear(36, 10))
     assert not BatchedTrainer(models.build("logreg", 10, (1, 6, 6), torch.Generator().manual_seed(0)),
                               torch.zeros(4, 1, 6, 6), torch.zeros(4, dtype=torch.long), Options(precision="bf16")).closed_form

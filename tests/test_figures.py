@@ -45,7 +45,7 @@ from helpers import REPO  # noqa: E402
 
 from afl import figures  # noqa: E402
 from afl.figures.common import groups as figure_groups  # noqa: E402
-from afl.figures.concurrency_budget import concurrency_table  # noqa: E402
+from afl.figures.concurrency_budget import bound_ms, concurrency_table  # noqa: E402
 from afl.figures.draw import main as draw_figure  # noqa: E402
 from afl.figures.minibatch import minibatch_table  # noqa: E402
 from afl.queueing.routing import BoundConstants, optimize_concurrency  # noqa: E402
@@ -849,6 +849,11 @@ def test_minibatch_picks_each_methods_best_step(tmp_path):
 CONSTANTS = {"A": 2.0, "L": 50.0, "sigma": 4.0, "zeta": 8.0, "eta": 0.002, "T": 100.0, "time_budget": 200.0}
 UNIFORM = json.dumps("uniform")
 OPTIMIZED_TIME = json.dumps({"power": None, "optimize": "time", "pilot": 20, "pilot_seed": 1000})
+
+
+def test_the_bounds_joint_optimum_is_searched_over_m_at_most_ten_percent_apart():
+    assert bound_ms(1) == [1] and bound_ms(6) == [1, 2, 3, 4, 5, 6]
+    assert bound_ms(40) == [*range(1, 17), 18, 20, 22, 24, 26, 29, 32, 35, 38, 40]  # 16 * 1.1 = 17.6 -> 18
 
 
 def test_concurrency_marks_optimize_concurrency(tmp_path):

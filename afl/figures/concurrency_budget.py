@@ -18,13 +18,27 @@ from afl.figures.common import (at_budget, bound_constants, cell_tables, interva
 from afl.queueing.routing import bound, optimize_concurrency
 
 M = "algorithm.concurrency"
+# The bound's joint optimum of m and the routing is searched over m at most this ratio apart (10%,
+# finer than the figure's log axis shows): one routing optimization per m, whose cost grows with
+# m, so that every integer up to m = 300 took over 15 minutes on 2 cores (47 values here).
+M_RATIO = 1.1
+
+
+def bound_ms(largest: int) -> list[int]:
+    """The m the joint optimum is searched over: 1, then each next ``max(m + 1, round(M_RATIO m))``
+    (every integer up to 10), and ``largest``."""
+    ms = [1]
+    while ms[-1] < largest:
+        ms.append(min(largest, max(ms[-1] + 1, round(M_RATIO * ms[-1]))))
+    return ms
 
 
 def concurrency_table(tables: dict, runs: pd.DataFrame, budget: float, hue: str) -> tuple[pd.DataFrame, dict]:
     """``(cells, marks)``: each completed cell with ``route`` (its routing's name) and ``acc`` (%) at time ``budget``;
     ``marks``: the bound's best m for uniform routing (``uniform``) and its joint optimum of m and p
     (``joint``, ``afl.queueing.routing.optimize_concurrency``), both per unit of time with the
-    constants of the cells' pilots, over m = 1 .. the largest m run (empty without such constants)."""
+    constants of the cells' pilots: the first over every m from 1 to the largest m run, the second
+    over ``bound_ms`` of it (empty without such constants)."""
     acc = at_budget(tables, runs, budget)
     cells = runs[runs["cell"].isin(acc.index)].assign(acc=lambda d: d["cell"].map(acc),
                                                       route=lambda d: d[hue].map(routing_name))
@@ -35,7 +49,8 @@ def concurrency_table(tables: dict, runs: pd.DataFrame, budget: float, hue: str)
     ms = list(range(1, int(cells[M].max()) + 1))
     uniform = np.full(len(mu), 1.0 / len(mu))
     bounds = {m: float(bound(mu, uniform, m, constants, "time")) for m in ms}
-    return cells, {"uniform": min(bounds, key=bounds.get), "joint": optimize_concurrency(mu, ms, constants, "time").m}
+    joint = optimize_concurrency(mu, bound_ms(ms[-1]), constants, "time").m
+    return cells, {"uniform": min(bounds, key=bounds.get), "joint": joint}
 
 
 def concurrency_choices(cells: pd.DataFrame, tune: str | None, tuning_seeds) -> tuple[pd.DataFrame, list, list]:

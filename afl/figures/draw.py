@@ -1,4 +1,4 @@
-"""One figure from one experiment's aggregated tables: the figure job's ``main``.
+"""One figure from one experiment's aggregated tables: the figure job's ``main`` (``draw`` in memory).
 
 workflow/scripts/figure.py runs it (``snakemake.params.spec``, the experiment's grid columns, its
 tables, the PNG path): the house style, the tables, the selected cells, their groups and colours
@@ -34,8 +34,13 @@ def with_seeds(title: str, runs: pd.DataFrame, tuning_seeds=()) -> str:
 
 
 def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None:
+    """The figure ``name`` of ``spec`` from the tables at ``inputs`` (Parquet paths by kind), saved as ``png``."""
+    figures.save(draw(name, spec, keys, {kind: pd.read_parquet(path) for kind, path in inputs.items()}), png)
+
+
+def draw(name: str, spec: dict, keys: list[str], tables: dict):
+    """The figure ``name`` of ``spec`` from ``tables`` (by kind, in memory), its log on stderr."""
     figures.style()
-    tables = {kind: pd.read_parquet(path) for kind, path in inputs.items()}
     runs = select(tables["runs"], spec)
     label_of, order, legend_title = groups(runs, keys)
     palette = group_palette(runs, keys, label_of, order)
@@ -46,4 +51,4 @@ def main(name: str, spec: dict, keys: list[str], inputs: dict, png: str) -> None
     if notes:
         fig.text(0.01, 0.0, "\n".join(notes), ha="left", va="top", fontsize=8)
         print(f"figure {name}: marked {len(notes)} diverged cell(s): " + "; ".join(notes), file=sys.stderr)
-    figures.save(fig, png)
+    return fig

@@ -515,7 +515,8 @@ class Simulation:
 
     def _apply(self) -> None:
         """Apply the rule to the buffered tasks (``server``): their results are fetched only now,
-        so every task dispatched before this point is computed in the same batch."""
+        so every task dispatched before this point is computed in the same batch (only these,
+        under a rule that stops tasks in flight: ``LazyExecutor.together``)."""
         tasks, self.buffer = self.buffer, []
         taus = [self.version - t.base_version for t in tasks]
         now = self.loop.time()
