@@ -91,9 +91,10 @@ def test_submit_returns_result_and_sacct_completed(tmp_path: Path) -> None:
     result = job.result()
     assert result["sum"] == 42
     assert result["host_job"] == job.job_id
-    # Accounting reaches slurmdbd asynchronously: poll until the job's own line is final.
+    # Accounting reaches slurmdbd asynchronously, the job's line and its steps' (batch, extern) each
+    # in their own time: poll until every line is final (the steps' once lagged the job's line).
     states = wait_until(
-        lambda: (s := sacct_states(job.job_id)) and s[0] not in ("PENDING", "RUNNING", "COMPLETING") and s, 30,
+        lambda: (s := sacct_states(job.job_id)) and not {"PENDING", "RUNNING", "COMPLETING"} & set(s) and s, 30,
         "sacct COMPLETED"
     )
     assert states[0] == "COMPLETED", states
