@@ -42,12 +42,12 @@ class GroupedModel:
         self.images = isinstance(leaves[0], nn.Conv2d)  # inputs in the grouped layout [N, k*C, H, W]
         self.channels_last = channels_last and self.images
         self.has_batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in leaves)
-        for name, m in model.named_modules():
-            if isinstance(m, nn.Linear) and m.bias is None:
+        linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        for name, m in linears:
+            if m.bias is None:
                 raise TypeError(f"batched training needs a bias in every Linear layer ({name} has bias=False)")
         # The parameters that ``_LinearSGD`` steps itself when fused SGD is on; the others' indices.
-        linear = {self.index[f"{name}.{p}"] for name, m in model.named_modules() if isinstance(m, nn.Linear)
-                  for p in ("weight", "bias")}
+        linear = {self.index[f"{name}.{p}"] for name, _ in linears for p in ("weight", "bias")}
         self.unfused = [i for i in range(len(named)) if i not in linear]
         # Softmax regression (``Flatten``, ``Linear``, ``LogSoftmax``: the ``logreg`` model), whose
         # gradient ``softmax_regression_gradients`` computes in closed form.
